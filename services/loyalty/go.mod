@@ -1,0 +1,7 @@
+module github.com/rapporthq/rapport/services/loyalty
+
+go 1.26.8
+
+require github.com/rapporthq/rapport/pkg v0.0.0
+
+replace github.com/rapporthq/rapport/pkg => ../../pkg
