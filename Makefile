@@ -1,0 +1,92 @@
+# Rapport developer tasks.
+#
+# Code generation runs offline: every tool is a `tool` in tools/go.mod (run
+# with `go tool`, so it must run inside the go.work workspace), and the
+# third-party .proto files are rebuilt from pinned Go modules into
+# third_party/proto and committed (no buf.yaml deps).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+BUF  := go tool buf
+SQLC := go tool sqlc
+
+# Reference for `make breaking`; CI may pass e.g. AGAINST=.git\#ref=HEAD~1.
+AGAINST ?= .git\#branch=main
+
+# Every module in go.work, as package patterns (`./...` does not work at the root).
+MODULES = $(shell go list -m -f '{{.Dir}}/...')
+
+# sqlc configs: one per service or pkg package, or one at the root.
+SQLC_CONFIGS = $(wildcard sqlc.yaml services/*/sqlc.yaml pkg/*/sqlc.yaml)
+
+# Committed generated output, as git pathspecs. A glob may match nothing; it
+# must end in /* because git matches a glob against whole file paths.
+GENERATED := third_party/proto pkg/gen pkg/openapi/gen \
+	'services/*/internal/store/dbgen/*' 'pkg/*/dbgen/*'
+
+# Directories gofmt skips: generated code, VCS, build output, vendored JS.
+GOFMT_PRUNE := -path ./.git -o -path ./bin -o -path ./pkg/gen -o -path ./pkg/openapi/gen \
+	-o -name dbgen -o -name node_modules -o -name testdata
+
+.PHONY: tools protodeps generate lint breaking check-generated
+
+## tools: compile every tool in tools/go.mod into the build cache.
+tools:
+	go build tool
+
+## protodeps: rebuild third_party/proto from the descriptors in pinned Go modules.
+protodeps:
+	go tool protodeps -out third_party/proto
+	$(BUF) format -w third_party/proto
+
+## generate: protos -> pkg/gen (Go, gRPC, gateway) and pkg/openapi/gen; then sqlc.
+generate:
+	$(BUF) generate
+	@for cfg in $(SQLC_CONFIGS); do \
+		echo "$(SQLC) generate -f $$cfg"; $(SQLC) generate -f "$$cfg"; \
+	done
+
+## lint: buf lint and format, gofmt on hand-written Go, go vet on every module.
+lint:
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	@unformatted=$$(find . \( $(GOFMT_PRUNE) \) -prune -o -name '*.go' -type f -print0 \
+		| xargs -0 -r gofmt -l); \
+	if [[ -n "$$unformatted" ]]; then \
+		echo "gofmt needed (run gofmt -w):"; echo "$$unformatted"; exit 1; \
+	fi
+	go vet $(MODULES)
+
+## breaking: buf breaking against $(AGAINST); skipped if that git ref has no protos yet.
+breaking:
+	@against='$(AGAINST)'; \
+	if [[ "$$against" == *.git\#* ]]; then \
+		rev=; IFS=, read -ra opts <<< "$${against#*#}"; \
+		for opt in "$${opts[@]}"; do \
+			case "$$opt" in branch=*|ref=*|tag=*|commit=*) rev=$${opt#*=} ;; esac; \
+		done; \
+		if [[ -n "$$rev" ]] && ! git rev-parse -q --verify HEAD >/dev/null; then \
+			echo "breaking: skipped, the repository has no commits yet"; exit 0; \
+		fi; \
+		if [[ -n "$$rev" ]] && ! git cat-file -e "$$rev:proto" 2>/dev/null; then \
+			git rev-parse -q --verify "$$rev^{commit}" >/dev/null \
+				|| { echo "breaking: unknown git ref '$$rev' in AGAINST=$$against" >&2; exit 1; }; \
+			echo "breaking: skipped, $$against has no proto/ directory yet"; exit 0; \
+		fi; \
+	fi; \
+	echo "$(BUF) breaking --against '$$against'"; $(BUF) breaking --against "$$against"
+
+## check-generated: regenerate everything and fail if the committed output differs.
+check-generated:
+	@$(MAKE) --no-print-directory protodeps
+	@$(MAKE) --no-print-directory generate
+	git diff --exit-code -- $(GENERATED)
+	@untracked=$$(git ls-files --others --exclude-standard -- $(GENERATED)); \
+	if [[ -n "$$untracked" ]]; then \
+		echo "untracked generated files (commit them):"; echo "$$untracked"; exit 1; \
+	fi
+
+# --- test, run and bench targets go below this line ---------------------------
