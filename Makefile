@@ -7,13 +7,13 @@
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
-.DELETE_ON_ERROR:
 MAKEFLAGS += --no-builtin-rules
 
 BUF  := go tool buf
 SQLC := go tool sqlc
 
-# Reference for `make breaking`; CI may pass e.g. AGAINST=.git\#ref=HEAD~1.
+# Reference for `make breaking`; CI may pass e.g. AGAINST=.git\#ref=HEAD~1
+# (clone depth >= 2). The reference must include third_party/proto.
 AGAINST ?= .git\#branch=main
 
 # Every module in go.work, as package patterns (`./...` does not work at the root).
