@@ -1,0 +1,249 @@
+// Package profile owns customer profiles: what a profile holds, which fields
+// a client may change, and how each change is recorded with its event in one
+// transaction. It knows neither protobuf transport nor SQL rows.
+package profile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	_ "time/tzdata" // time zones must resolve on hosts and images without a zoneinfo database
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/outbox"
+)
+
+// Event subjects, per DESIGN.md: rapport.<service>.<aggregate>.<event>.
+const (
+	SubjectCreated = "rapport.customer.customer.created"
+	SubjectUpdated = "rapport.customer.customer.updated"
+	aggregateType  = "customer"
+)
+
+// ErrNotFound means no such customer in the tenant.
+var ErrNotFound = errors.New("customer not found")
+
+// Customer is a profile as the domain sees it.
+type Customer struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	DisplayName string
+	Email       string
+	Phone       string
+	Locale      string
+	TimeZone    string
+	Tags        []string
+	Version     int64
+	CreateTime  time.Time
+	UpdateTime  time.Time
+}
+
+// FieldError is a rule the profile itself enforces (beyond the request
+// schema): Field is the profile field's name, e.g. "time_zone".
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Mutable lists the fields a client may set or change, in update-mask form.
+var Mutable = []string{"display_name", "email", "phone", "locale", "time_zone", "tags"}
+
+// validate checks the rules the request schema cannot express.
+func (c *Customer) validate() error {
+	if strings.TrimSpace(c.DisplayName) == "" {
+		return &FieldError{Field: "display_name", Reason: "is required"}
+	}
+	if c.TimeZone != "" {
+		if _, err := time.LoadLocation(c.TimeZone); err != nil || c.TimeZone == "Local" {
+			return &FieldError{Field: "time_zone", Reason: "must be an IANA time zone such as Europe/Berlin"}
+		}
+	}
+	return nil
+}
+
+// DB is what reads need: a pool, a connection or a transaction.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Repository stores profiles; the store package implements it.
+type Repository interface {
+	Insert(ctx context.Context, db DB, c Customer) (Customer, error)
+	Get(ctx context.Context, db DB, tenantID, id uuid.UUID, forUpdate bool) (Customer, error)
+	// Update writes c if its Version is still current and returns the row
+	// with the next version; ErrNotFound otherwise.
+	Update(ctx context.Context, db DB, c Customer) (Customer, error)
+	List(ctx context.Context, db DB, q ListQuery) ([]Customer, error)
+}
+
+// ListQuery selects one page of a tenant's customers, newest first.
+type ListQuery struct {
+	TenantID uuid.UUID
+	BeforeID uuid.UUID // zero: from the newest
+	Tag      string    // empty: any
+	Limit    int
+}
+
+// Service runs profile use cases inside the caller's transaction.
+type Service struct {
+	repo Repository
+	now  func() time.Time
+}
+
+// NewService returns a Service; now defaults to time.Now.
+func NewService(repo Repository, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{repo: repo, now: now}
+}
+
+// Create stores a new profile and its customer.created event.
+func (s *Service) Create(ctx context.Context, tx pgx.Tx, c Customer) (Customer, error) {
+	if err := c.validate(); err != nil {
+		return Customer{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Customer{}, fmt.Errorf("new customer id: %w", err)
+	}
+	c.ID = id
+	c.Tags = normaliseTags(c.Tags)
+	c.CreateTime = s.now().UTC()
+	created, err := s.repo.Insert(ctx, tx, c)
+	if err != nil {
+		return Customer{}, err
+	}
+	ev := &customerv1.CustomerCreated{
+		TenantId: created.TenantID.String(), CustomerId: created.ID.String(),
+		AggregateVersion: created.Version, OccurredAt: timestamppb.New(created.CreateTime),
+		Locale: created.Locale, TimeZone: created.TimeZone, Tags: created.Tags,
+	}
+	if err := s.publish(ctx, tx, created, SubjectCreated, ev); err != nil {
+		return Customer{}, err
+	}
+	return created, nil
+}
+
+// Get returns one profile of the tenant.
+func (s *Service) Get(ctx context.Context, db DB, tenantID, id uuid.UUID) (Customer, error) {
+	return s.repo.Get(ctx, db, tenantID, id, false)
+}
+
+// List returns a page of the tenant's profiles.
+func (s *Service) List(ctx context.Context, db DB, q ListQuery) ([]Customer, error) {
+	return s.repo.List(ctx, db, q)
+}
+
+// Update copies the fields named in paths from patch onto the stored profile
+// and records a customer.updated event naming the fields that changed. A
+// change that changes nothing writes nothing and returns the profile as is.
+func (s *Service) Update(ctx context.Context, tx pgx.Tx, patch Customer, paths []string) (Customer, error) {
+	cur, err := s.repo.Get(ctx, tx, patch.TenantID, patch.ID, true)
+	if err != nil {
+		return Customer{}, err
+	}
+	next := cur
+	var changed []string
+	for _, p := range paths {
+		switch p {
+		case "display_name":
+			next.DisplayName = patch.DisplayName
+		case "email":
+			next.Email = patch.Email
+		case "phone":
+			next.Phone = patch.Phone
+		case "locale":
+			next.Locale = patch.Locale
+		case "time_zone":
+			next.TimeZone = patch.TimeZone
+		case "tags":
+			next.Tags = normaliseTags(patch.Tags)
+		default:
+			return Customer{}, &FieldError{Field: p, Reason: "cannot be changed"}
+		}
+	}
+	for _, f := range Mutable {
+		if fieldOf(cur, f) != fieldOf(next, f) {
+			changed = append(changed, f)
+		}
+	}
+	if err := next.validate(); err != nil {
+		return Customer{}, err
+	}
+	if len(changed) == 0 {
+		return cur, nil
+	}
+	next.UpdateTime = s.now().UTC()
+	updated, err := s.repo.Update(ctx, tx, next)
+	if err != nil {
+		return Customer{}, err
+	}
+	ev := &customerv1.CustomerUpdated{
+		TenantId: updated.TenantID.String(), CustomerId: updated.ID.String(),
+		AggregateVersion: updated.Version, OccurredAt: timestamppb.New(updated.UpdateTime),
+		ChangedFields: changed, Locale: updated.Locale, TimeZone: updated.TimeZone, Tags: updated.Tags,
+	}
+	if err := s.publish(ctx, tx, updated, SubjectUpdated, ev); err != nil {
+		return Customer{}, err
+	}
+	return updated, nil
+}
+
+func (s *Service) publish(ctx context.Context, tx pgx.Tx, c Customer, subject string, ev proto.Message) error {
+	err := outbox.Write(ctx, tx, outbox.Event{
+		TenantID:         c.TenantID.String(),
+		Subject:          subject,
+		AggregateType:    aggregateType,
+		AggregateID:      c.ID.String(),
+		AggregateVersion: c.Version,
+		Payload:          ev,
+		OccurredAt:       c.UpdateTime,
+	})
+	if err != nil {
+		return fmt.Errorf("write %s event: %w", subject, err)
+	}
+	return nil
+}
+
+func fieldOf(c Customer, f string) string {
+	switch f {
+	case "display_name":
+		return c.DisplayName
+	case "email":
+		return c.Email
+	case "phone":
+		return c.Phone
+	case "locale":
+		return c.Locale
+	case "time_zone":
+		return c.TimeZone
+	case "tags":
+		return strings.Join(c.Tags, "\x00")
+	}
+	return ""
+}
+
+// normaliseTags sorts tags so equal sets compare and store equal.
+func normaliseTags(tags []string) []string {
+	out := slices.Clone(tags)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if out == nil {
+		out = []string{}
+	}
+	return out
+}

@@ -1,0 +1,171 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// Targets a process can run. "all" is every one of them in one process with
+// one gRPC server.
+var AllTargets = []string{"customer", "ticket", "loyalty", "survey", "gateway"}
+
+// Config is everything `rapport serve` reads, once, from RAPPORT_*
+// variables. Defaults work on a laptop.
+type Config struct {
+	// Targets is a comma list of AllTargets, or "all".
+	Targets string `env:"RAPPORT_TARGETS, default=all" json:"targets"`
+
+	DatabaseURL string `env:"RAPPORT_DATABASE_URL, default=postgres://postgres@127.0.0.1:5432/rapport?sslmode=disable" json:"database_url"`
+	// DatabaseMaxConns bounds each service's pool; 0 keeps pgx's default.
+	DatabaseMaxConns int32 `env:"RAPPORT_DATABASE_MAX_CONNS, default=0" json:"database_max_conns"`
+
+	// NATSURL is the JetStream server; empty starts an embedded one (loopback
+	// only, data under DataDir/nats).
+	NATSURL      string `env:"RAPPORT_NATS_URL" json:"nats_url"`
+	NATSReplicas int    `env:"RAPPORT_NATS_REPLICAS, default=1" json:"nats_replicas"`
+
+	// DataDir holds the embedded JetStream store and, in dev mode, the
+	// development signing key.
+	DataDir string `env:"RAPPORT_DATA_DIR, default=.data" json:"data_dir"`
+
+	GRPCAddr string `env:"RAPPORT_GRPC_ADDR, default=127.0.0.1:9090" json:"grpc_addr"`
+	HTTPAddr string `env:"RAPPORT_HTTP_ADDR, default=127.0.0.1:8080" json:"http_addr"`
+
+	Auth AuthConfig `json:"auth"`
+
+	// Upstreams the gateway dials when the service is not in this process.
+	Upstream UpstreamConfig `json:"upstream"`
+
+	// ShutdownDelay keeps serving after readiness turns 503, while load
+	// balancers notice (Kubernetes: 5–10 s; a laptop: 0).
+	ShutdownDelay time.Duration `env:"RAPPORT_SHUTDOWN_DELAY, default=0s" json:"shutdown_delay"`
+	// ShutdownGrace bounds the graceful stop of servers and workers.
+	ShutdownGrace time.Duration `env:"RAPPORT_SHUTDOWN_GRACE, default=20s" json:"shutdown_grace"`
+
+	LogLevel string `env:"RAPPORT_LOG_LEVEL, default=info" json:"log_level"`
+}
+
+// AuthConfig says which tokens are trusted.
+type AuthConfig struct {
+	Issuer   string `env:"RAPPORT_AUTH_ISSUER, default=rapport-dev" json:"issuer"`
+	Audience string `env:"RAPPORT_AUTH_AUDIENCE, default=rapport" json:"audience"`
+	JWKSFile string `env:"RAPPORT_AUTH_JWKS_FILE" json:"jwks_file"`
+	JWKSURL  string `env:"RAPPORT_AUTH_JWKS_URL" json:"jwks_url"`
+	// Dev trusts a signing key kept in DataDir, created on first use, which
+	// `rapport token` mints development tokens with. Never in production.
+	Dev bool `env:"RAPPORT_DEV, default=false" json:"dev"`
+}
+
+// UpstreamConfig are gRPC addresses of services run elsewhere; empty means
+// this process's own gRPC server.
+type UpstreamConfig struct {
+	Customer string `env:"RAPPORT_UPSTREAM_CUSTOMER" json:"customer"`
+}
+
+// Load reads the configuration from lookuper (the environment in main).
+func Load(ctx context.Context, lookuper envconfig.Lookuper) (Config, error) {
+	var c Config
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookuper}); err != nil {
+		return Config{}, fmt.Errorf("read configuration: %w", err)
+	}
+	return c, nil
+}
+
+// TargetList expands Targets.
+func (c Config) TargetList() []string {
+	var out []string
+	for _, t := range strings.Split(c.Targets, ",") {
+		t = strings.TrimSpace(t)
+		if t == "all" {
+			return slices.Clone(AllTargets)
+		}
+		if t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Runs reports whether target is among the targets.
+func (c Config) Runs(target string) bool { return slices.Contains(c.TargetList(), target) }
+
+// Validate checks everything that can be checked without connecting.
+func (c Config) Validate() error {
+	var errs []error
+	targets := c.TargetList()
+	if len(targets) == 0 {
+		errs = append(errs, errors.New("RAPPORT_TARGETS: no target; use all or a comma list of "+strings.Join(AllTargets, ", ")))
+	}
+	for _, t := range targets {
+		if !slices.Contains(AllTargets, t) {
+			errs = append(errs, fmt.Errorf("RAPPORT_TARGETS: unknown target %q; use all or a comma list of %s", t, strings.Join(AllTargets, ", ")))
+		}
+	}
+	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		errs = append(errs, errors.New("RAPPORT_DATABASE_URL: must be a postgres:// URL"))
+	}
+	if c.NATSURL != "" {
+		if u, err := url.Parse(c.NATSURL); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") {
+			errs = append(errs, errors.New("RAPPORT_NATS_URL: must be a nats:// or tls:// URL, or empty for the embedded server"))
+		}
+	}
+	if c.NATSReplicas != 1 && c.NATSReplicas != 3 && c.NATSReplicas != 5 {
+		errs = append(errs, errors.New("RAPPORT_NATS_REPLICAS: must be 1, 3 or 5"))
+	}
+	for name, addr := range map[string]string{"RAPPORT_GRPC_ADDR": c.GRPCAddr, "RAPPORT_HTTP_ADDR": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", name, addr))
+		}
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("RAPPORT_DATA_DIR: must not be empty"))
+	}
+	a := c.Auth
+	switch {
+	case a.JWKSFile != "" && a.JWKSURL != "":
+		errs = append(errs, errors.New("RAPPORT_AUTH_JWKS_FILE and RAPPORT_AUTH_JWKS_URL: set one, not both"))
+	case a.JWKSFile == "" && a.JWKSURL == "" && !a.Dev:
+		errs = append(errs, errors.New("auth: set RAPPORT_AUTH_JWKS_FILE or RAPPORT_AUTH_JWKS_URL, or RAPPORT_DEV=true to trust a local development key"))
+	case (a.JWKSFile != "" || a.JWKSURL != "") && a.Dev:
+		errs = append(errs, errors.New("RAPPORT_DEV: cannot be combined with a JWKS; the development key would be ignored"))
+	}
+	if a.Issuer == "" || a.Audience == "" {
+		errs = append(errs, errors.New("RAPPORT_AUTH_ISSUER and RAPPORT_AUTH_AUDIENCE: must not be empty"))
+	}
+	if c.ShutdownGrace <= 0 {
+		errs = append(errs, errors.New("RAPPORT_SHUTDOWN_GRACE: must be positive"))
+	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, errors.New("RAPPORT_SHUTDOWN_DELAY: must not be negative"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, errors.New("RAPPORT_LOG_LEVEL: one of debug, info, warn, error"))
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted returns c with secrets (the database password) masked, for
+// -print-config and logs.
+func (c Config) Redacted() Config {
+	if u, err := url.Parse(c.DatabaseURL); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+			c.DatabaseURL = u.String()
+		}
+	}
+	if u, err := url.Parse(c.NATSURL); err == nil && u.User != nil {
+		u.User = url.User("REDACTED")
+		c.NATSURL = u.String()
+	}
+	return c
+}
