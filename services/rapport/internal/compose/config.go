@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -74,9 +75,39 @@ type UpstreamConfig struct {
 func Load(ctx context.Context, lookuper envconfig.Lookuper) (Config, error) {
 	var c Config
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookuper}); err != nil {
-		return Config{}, fmt.Errorf("read configuration: %w", err)
+		return Config{}, errors.New(nameVariable(err.Error()))
 	}
 	return c, nil
+}
+
+// nameVariable rewrites the library's "FieldName: reason" into
+// "RAPPORT_VARIABLE: reason", so operators see what they set.
+func nameVariable(msg string) string {
+	field, reason, ok := strings.Cut(msg, ": ")
+	if !ok {
+		return msg
+	}
+	var walk func(t reflect.Type) string
+	walk = func(t reflect.Type) string {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Type.Kind() == reflect.Struct {
+				if v := walk(f.Type); v != "" {
+					return v
+				}
+				continue
+			}
+			if f.Name == field {
+				name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+				return name
+			}
+		}
+		return ""
+	}
+	if v := walk(reflect.TypeFor[Config]()); v != "" {
+		return v + ": " + reason
+	}
+	return msg
 }
 
 // TargetList expands Targets.

@@ -1,0 +1,284 @@
+package compose
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/rapporthq/rapport/pkg/authn"
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/natsx/natstest"
+	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
+	"github.com/rapporthq/rapport/services/customer"
+	"github.com/rapporthq/rapport/services/loyalty"
+	"github.com/rapporthq/rapport/services/survey"
+	"github.com/rapporthq/rapport/services/ticket"
+)
+
+// Tenants of the tests; tenantB's tokens must never see tenantA's data.
+const (
+	tenantA = "0195f3c0-0000-7000-8000-00000000000a"
+	tenantB = "0195f3c0-0000-7000-8000-00000000000b"
+)
+
+// testBundle is a whole Rapport (all targets) on :0 listeners, over a fresh
+// database and a real embedded JetStream.
+type testBundle struct {
+	sys      *System
+	grpcConn *grpc.ClientConn
+	httpBase string
+	key      *authn.DevKey
+	cfg      Config
+	dbURL    string
+	natsURL  string
+}
+
+func allSpecs() []pgdbtest.Spec {
+	return []pgdbtest.Spec{
+		{Schema: customer.Name, Migrations: customer.Migrations()},
+		{Schema: ticket.Name, Migrations: ticket.Migrations()},
+		{Schema: loyalty.Name, Migrations: loyalty.Migrations()},
+		{Schema: survey.Name, Migrations: survey.Migrations()},
+	}
+}
+
+func setup(tb testing.TB) *testBundle {
+	tb.Helper()
+	ctx := context.Background()
+	dbURL := pgdbtest.NewDatabase(tb, allSpecs()...)
+	ns := natstest.Start(tb)
+
+	cfg := Config{
+		Targets: "all", DatabaseURL: dbURL, NATSURL: ns.ClientURL(), NATSReplicas: 1,
+		DataDir: tb.TempDir(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Auth:          AuthConfig{Issuer: "rapport-test", Audience: "rapport", Dev: true},
+		ShutdownGrace: 5 * time.Second, LogLevel: "info",
+	}
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	sys, err := Build(ctx, cfg, nil, Options{GRPCListener: grpcLis, HTTPListener: httpLis,
+		RelayPollInterval: 20 * time.Millisecond, HealthInterval: 100 * time.Millisecond})
+	require.NoError(tb, err)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sys.Run(runCtx) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(tb, err)
+		case <-time.After(30 * time.Second):
+			tb.Error("rapport did not stop within 30 s")
+		}
+	})
+	require.Eventually(tb, sys.Health().Ready, 10*time.Second, 20*time.Millisecond, "never became ready")
+
+	conn, err := grpc.NewClient(sys.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = conn.Close() })
+	key, err := DevKey(cfg)
+	require.NoError(tb, err)
+	return &testBundle{sys: sys, grpcConn: conn, httpBase: "http://" + sys.HTTPAddr(), key: key,
+		cfg: cfg, dbURL: dbURL, natsURL: ns.ClientURL()}
+}
+
+func (b *testBundle) token(tb testing.TB, tenant, subject string) string {
+	tb.Helper()
+	tok, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
+		Subject: subject, TenantID: tenant, Roles: []string{"admin"}, TTL: time.Hour})
+	require.NoError(tb, err)
+	return tok
+}
+
+// customerPool reads the customer schema directly, to count effects.
+func (b *testBundle) customerPool(tb testing.TB) *pgxpool.Pool {
+	return pgdbtest.Pool(tb, b.dbURL, customer.Name)
+}
+
+// result is what either transport got: a customer or an error with its
+// code, field violations and ErrorInfo reason.
+type result struct {
+	customer *customerv1.Customer
+	list     *customerv1.ListCustomersResponse
+	code     codes.Code
+	message  string
+	fields   []string
+	reason   string
+}
+
+// api is the customer API over one transport; the same cases run over both.
+type api interface {
+	name() string
+	create(tb testing.TB, token string, c *customerv1.Customer, requestID string) result
+	get(tb testing.TB, token, id string) result
+	update(tb testing.TB, token string, c *customerv1.Customer, paths []string, requestID string) result
+	list(tb testing.TB, token string, req *customerv1.ListCustomersRequest) result
+}
+
+type grpcAPI struct{ c customerv1.CustomerServiceClient }
+
+func (grpcAPI) name() string { return "GRPC" }
+
+func authCtx(token string) context.Context {
+	ctx := context.Background()
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	return ctx
+}
+
+func grpcResult(m proto.Message, err error) result {
+	if err != nil {
+		st := status.Convert(err)
+		r := result{code: st.Code(), message: st.Message()}
+		for _, d := range st.Details() {
+			switch d := d.(type) {
+			case *errdetails.BadRequest:
+				for _, v := range d.GetFieldViolations() {
+					r.fields = append(r.fields, v.GetField())
+				}
+			case *errdetails.ErrorInfo:
+				r.reason = d.GetReason()
+			}
+		}
+		return r
+	}
+	switch m := m.(type) {
+	case *customerv1.Customer:
+		return result{customer: m}
+	case *customerv1.ListCustomersResponse:
+		return result{list: m}
+	}
+	return result{}
+}
+
+func (a grpcAPI) create(_ testing.TB, token string, c *customerv1.Customer, requestID string) result {
+	return grpcResult(a.c.CreateCustomer(authCtx(token), &customerv1.CreateCustomerRequest{Customer: c, RequestId: requestID}))
+}
+
+func (a grpcAPI) get(_ testing.TB, token, id string) result {
+	return grpcResult(a.c.GetCustomer(authCtx(token), &customerv1.GetCustomerRequest{Id: id}))
+}
+
+func (a grpcAPI) update(_ testing.TB, token string, c *customerv1.Customer, paths []string, requestID string) result {
+	return grpcResult(a.c.UpdateCustomer(authCtx(token), &customerv1.UpdateCustomerRequest{
+		Customer: c, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, RequestId: requestID}))
+}
+
+func (a grpcAPI) list(_ testing.TB, token string, req *customerv1.ListCustomersRequest) result {
+	return grpcResult(a.c.ListCustomers(authCtx(token), req))
+}
+
+type restAPI struct{ base string }
+
+func (restAPI) name() string { return "REST" }
+
+func (a restAPI) do(tb testing.TB, method, path, token, idemKey string, body []byte, into proto.Message) result {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, a.base+path, bytes.NewReader(body))
+	require.NoError(tb, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(tb, err)
+	if resp.StatusCode == http.StatusOK {
+		require.NoError(tb, protojson.Unmarshal(raw, into), "body: %s", raw)
+		switch m := into.(type) {
+		case *customerv1.Customer:
+			return result{customer: m}
+		case *customerv1.ListCustomersResponse:
+			return result{list: m}
+		}
+	}
+	var e struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Details []struct {
+			Type            string `json:"@type"`
+			Reason          string `json:"reason"`
+			FieldViolations []struct {
+				Field string `json:"field"`
+			} `json:"fieldViolations"`
+		} `json:"details"`
+	}
+	require.NoError(tb, json.Unmarshal(raw, &e), "status %d body %s", resp.StatusCode, raw)
+	r := result{code: codes.Code(e.Code), message: e.Message} //nolint:gosec // small enum
+	// The HTTP status must be the one grpc-gateway maps the gRPC code to.
+	require.Equal(tb, runtime.HTTPStatusFromCode(r.code), resp.StatusCode, "body %s", raw)
+	for _, d := range e.Details {
+		for _, v := range d.FieldViolations {
+			r.fields = append(r.fields, v.Field)
+		}
+		if d.Reason != "" {
+			r.reason = d.Reason
+		}
+	}
+	return r
+}
+
+func (a restAPI) create(tb testing.TB, token string, c *customerv1.Customer, requestID string) result {
+	body, err := protojson.Marshal(c)
+	require.NoError(tb, err)
+	return a.do(tb, http.MethodPost, "/v1/customers", token, requestID, body, &customerv1.Customer{})
+}
+
+func (a restAPI) get(tb testing.TB, token, id string) result {
+	return a.do(tb, http.MethodGet, "/v1/customers/"+id, token, "", nil, &customerv1.Customer{})
+}
+
+func (a restAPI) update(tb testing.TB, token string, c *customerv1.Customer, paths []string, requestID string) result {
+	body, err := protojson.Marshal(c)
+	require.NoError(tb, err)
+	path := "/v1/customers/" + c.GetId()
+	if len(paths) > 0 {
+		// An explicit mask travels in the query; without one the gateway
+		// derives it from the body's fields.
+		path += "?updateMask=" + url.QueryEscape(strings.Join(paths, ","))
+	}
+	return a.do(tb, http.MethodPatch, path, token, requestID, body, &customerv1.Customer{})
+}
+
+func (a restAPI) list(tb testing.TB, token string, req *customerv1.ListCustomersRequest) result {
+	q := url.Values{}
+	q.Set("pageSize", fmt.Sprint(req.GetPageSize()))
+	q.Set("pageToken", req.GetPageToken())
+	q.Set("tag", req.GetTag())
+	return a.do(tb, http.MethodGet, "/v1/customers?"+q.Encode(), token, "", nil, &customerv1.ListCustomersResponse{})
+}
+
+func (b *testBundle) apis() []api {
+	return []api{grpcAPI{c: customerv1.NewCustomerServiceClient(b.grpcConn)}, restAPI{base: b.httpBase}}
+}
+

@@ -1,0 +1,130 @@
+package compose
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+)
+
+type httpReply struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (b *testBundle) call(tb testing.TB, method, path, token string, headers map[string]string, body string) httpReply {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, b.httpBase+path, strings.NewReader(body))
+	require.NoError(tb, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(tb, err)
+	return httpReply{status: resp.StatusCode, header: resp.Header, body: string(raw)}
+}
+
+func TestGatewayEdge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok := b.token(t, tenantA, "edge")
+	created := b.apis()[1].create(t, tok, ada(), "")
+	require.Equal(t, codes.OK, created.code)
+	id := created.customer.GetId()
+
+	t.Run("PatchWithoutMaskChangesOnlyTheBodysFields", func(t *testing.T) {
+		r := b.call(t, http.MethodPatch, "/v1/customers/"+id, tok, nil, `{"phone":"+4915123456789"}`)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		c := &customerv1.Customer{}
+		require.NoError(t, protojson.Unmarshal([]byte(r.body), c))
+		require.Equal(t, "+4915123456789", c.GetPhone())
+		require.Equal(t, "ada@example.com", c.GetEmail())
+	})
+
+	t.Run("PatchOfAReadOnlyFieldIsRefused", func(t *testing.T) {
+		r := b.call(t, http.MethodPatch, "/v1/customers/"+id, tok, nil, `{"version":"99"}`)
+		require.Equal(t, http.StatusBadRequest, r.status, r.body)
+		require.Contains(t, r.body, "update_mask")
+	})
+
+	t.Run("UnknownBodyFieldsAreRefused", func(t *testing.T) {
+		r := b.call(t, http.MethodPost, "/v1/customers", tok, nil, `{"displayName":"Eve","tenantId":"`+tenantB+`"}`)
+		require.Equal(t, http.StatusBadRequest, r.status, r.body)
+		require.Equal(t, 0, countCustomers(t, b, tenantB))
+	})
+
+	t.Run("IdempotencyKeyAndBodyRequestIDMustAgree", func(t *testing.T) {
+		// request_id is a request field, so REST clients reach it only
+		// through the header; a malformed header is refused like the field.
+		r := b.call(t, http.MethodPost, "/v1/customers", tok, map[string]string{"Idempotency-Key": "not-a-uuid"}, `{"displayName":"Eve"}`)
+		require.Equal(t, http.StatusBadRequest, r.status, r.body)
+		require.Contains(t, r.body, `"field":"request_id"`)
+	})
+
+	t.Run("OversizedBodiesGet413", func(t *testing.T) {
+		big := `{"displayName":"` + strings.Repeat("a", 2<<20) + `"}`
+		r := b.call(t, http.MethodPost, "/v1/customers", tok, nil, big)
+		require.Equal(t, http.StatusRequestEntityTooLarge, r.status)
+	})
+
+	t.Run("RequestIDIsEchoed", func(t *testing.T) {
+		rid := uuid.NewString()
+		r := b.call(t, http.MethodGet, "/v1/customers/"+id, tok, map[string]string{"X-Request-Id": rid}, "")
+		require.Equal(t, http.StatusOK, r.status)
+		require.Equal(t, rid, r.header.Get("X-Request-Id"))
+		r = b.call(t, http.MethodGet, "/v1/customers/"+id, tok, nil, "")
+		require.NotEmpty(t, r.header.Get("X-Request-Id"), "a request id is made when none is sent")
+		require.Empty(t, r.header.Get("Grpc-Metadata-Content-Type"), "gRPC transport headers stay inside")
+	})
+
+	t.Run("UnauthenticatedIs401WithJSON", func(t *testing.T) {
+		r := b.call(t, http.MethodGet, "/v1/customers", "", nil, "")
+		require.Equal(t, http.StatusUnauthorized, r.status)
+		var e struct {
+			Code int `json:"code"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.body), &e))
+		require.Equal(t, int(codes.Unauthenticated), e.Code)
+	})
+
+	t.Run("OpenAPIDocumentListsTheSlice", func(t *testing.T) {
+		r := b.call(t, http.MethodGet, "/openapi.json", "", nil, "")
+		require.Equal(t, http.StatusOK, r.status)
+		var doc struct {
+			Swagger string                    `json:"swagger"`
+			Paths   map[string]map[string]any `json:"paths"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.body), &doc))
+		require.Equal(t, "2.0", doc.Swagger)
+		require.Contains(t, doc.Paths, "/v1/customers")
+		require.Contains(t, doc.Paths["/v1/customers"], "post")
+		require.Contains(t, doc.Paths, "/v1/customers/{id}")
+		require.Contains(t, doc.Paths, "/v1/customers/{customer.id}")
+	})
+
+	t.Run("HealthEndpoints", func(t *testing.T) {
+		require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, "/healthz", "", nil, "").status)
+		r := b.call(t, http.MethodGet, "/readyz", "", nil, "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		m := b.call(t, http.MethodGet, "/metrics", "", nil, "")
+		require.Equal(t, http.StatusOK, m.status)
+		require.Contains(t, m.body, "grpc_server_handled_total")
+		require.Contains(t, m.body, "rapport_outbox_published_total")
+	})
+}
