@@ -139,7 +139,9 @@ type api interface {
 	list(tb testing.TB, token string, req *customerv1.ListCustomersRequest) result
 }
 
-type grpcAPI struct{ c customerv1.CustomerServiceClient }
+type grpcAPI struct {
+	c customerv1.CustomerServiceClient
+}
 
 func (grpcAPI) name() string { return "GRPC" }
 
@@ -281,4 +283,3 @@ func (a restAPI) list(tb testing.TB, token string, req *customerv1.ListCustomers
 func (b *testBundle) apis() []api {
 	return []api{grpcAPI{c: customerv1.NewCustomerServiceClient(b.grpcConn)}, restAPI{base: b.httpBase}}
 }
-
