@@ -85,8 +85,14 @@ func ToStatus(err error) (st error, internal bool) {
 	if err == nil {
 		return nil, false
 	}
-	if _, ok := status.FromError(err); ok {
-		return err, false
+	// A status wrapped with context ("redeem %s: %w") passes through as the
+	// bare status: grpc-go would otherwise send the whole wrapped text as
+	// the message, and that context can name ids or personal data.
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		if s := se.GRPCStatus(); s != nil && s.Code() != codes.OK {
+			return s.Err(), false
+		}
 	}
 	switch {
 	case errors.Is(err, context.Canceled):

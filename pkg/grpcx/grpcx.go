@@ -69,9 +69,10 @@ func IsHealthMethod(fullMethod string) bool {
 // NewServer returns a server with Rapport's interceptor chain. The order,
 // outermost first:
 //
-//  1. recovery: a panic becomes INTERNAL and a logged stack, never a crash.
-//  2. request id: taken from x-request-id or made, echoed in the response
-//     header, attached to every log line of the call.
+//  1. request id: taken from x-request-id or made, echoed in the response
+//     header, attached to every log line of the call. It runs outside
+//     recovery so the panic log line carries the id too; it cannot panic.
+//  2. recovery: a panic becomes INTERNAL and a logged stack, never a crash.
 //  3. deadline: calls without one get DefaultTimeout, so nothing runs unbounded.
 //  4. metrics: Prometheus counts and latency per method and code.
 //  5. access log: one line per call with method, code, duration, request id
@@ -140,8 +141,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 
 	unary := []grpc.UnaryServerInterceptor{
-		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFunc(logger))),
 		requestIDUnary,
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFunc(logger))),
 		deadlineUnary(timeout),
 		metrics.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(accessLog, logOpts...),
