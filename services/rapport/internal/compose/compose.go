@@ -160,6 +160,12 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	}
 	s.onClose(func() { _ = s.httpLis.Close() })
 
+	stopTracing, err := setupTracing(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(stopTracing)
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

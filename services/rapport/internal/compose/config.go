@@ -52,6 +52,11 @@ type Config struct {
 	ShutdownGrace time.Duration `env:"RAPPORT_SHUTDOWN_GRACE, default=20s" json:"shutdown_grace"`
 
 	LogLevel string `env:"RAPPORT_LOG_LEVEL, default=info" json:"log_level"`
+
+	// OTLPEndpoint receives traces (OTLP over gRPC), e.g.
+	// http://otel-collector:4317; empty records none.
+	OTLPEndpoint     string  `env:"OTEL_EXPORTER_OTLP_ENDPOINT" json:"otlp_endpoint"`
+	TraceSampleRatio float64 `env:"RAPPORT_TRACE_SAMPLE_RATIO, default=0.1" json:"trace_sample_ratio"`
 }
 
 // AuthConfig says which tokens are trusted.
@@ -176,6 +181,14 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, errors.New("RAPPORT_SHUTDOWN_DELAY: must not be negative"))
+	}
+	if c.TraceSampleRatio < 0 || c.TraceSampleRatio > 1 {
+		errs = append(errs, errors.New("RAPPORT_TRACE_SAMPLE_RATIO: must be between 0 and 1"))
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, errors.New("OTEL_EXPORTER_OTLP_ENDPOINT: must be an http:// or https:// URL"))
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
