@@ -355,6 +355,9 @@ func (s *System) buildGateway(ctx context.Context) (http.Handler, error) {
 	}
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Spread calls over every address the name resolves to (a headless
+		// Service in Kubernetes), not one pod per gateway.
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial %s: %w", addr, err)
