@@ -90,3 +90,49 @@ check-generated:
 	fi
 
 # --- test, run and bench targets go below this line ---------------------------
+
+.PHONY: build run test bench clean clean-data help
+.DEFAULT_GOAL := help
+
+# Makes sure a PostgreSQL server answers at a URL (given as the name of the
+# variable holding it): the running one, or a private cluster in .data/postgres.
+PG_LOCAL := deploy/local/postgres.sh
+
+# Extra `go test` flags, e.g. TESTFLAGS='-run TestCreate -v'.
+TESTFLAGS ?=
+# `make bench` flags (tests are skipped with -run '^$'), e.g. BENCHFLAGS='-bench Create -benchtime 5s'.
+BENCHFLAGS ?= -bench . -benchmem -count 1
+
+## build: compile the rapport binary into bin/rapport.
+build:
+	go build -o bin/rapport ./services/rapport
+
+## run: serve everything locally in dev mode (Postgres, migrations, REST :8080, gRPC :9090); Ctrl-C stops.
+run: build
+	@deploy/local/run.sh
+
+## test: go vet and go test -race on every module, against RAPPORT_TEST_DATABASE_URL (Postgres started if needed).
+test:
+	$(PG_LOCAL) ensure RAPPORT_TEST_DATABASE_URL
+	go vet $(MODULES)
+	go test -race -count=1 -timeout 15m $(TESTFLAGS) $(MODULES)
+
+## bench: run every benchmark once (BENCHFLAGS), no tests.
+bench:
+	$(PG_LOCAL) ensure RAPPORT_TEST_DATABASE_URL
+	go test -run '^$$' $(BENCHFLAGS) $(MODULES)
+
+## clean: remove build output (bin/); keeps .data.
+clean:
+	rm -rf bin
+
+## clean-data: stop the private Postgres cluster, then remove .data (its databases, JetStream data, dev keys).
+clean-data:
+	$(PG_LOCAL) stop
+	rm -rf .data
+
+## help: list the targets.
+help:
+	@echo 'usage: make <target> [VAR=value]'
+	@sed -n 's/^## \([A-Za-z0-9_-]*\): \(.*\)/\1	\2/p' $(MAKEFILE_LIST) \
+		| awk -F'\t' '{ printf "  %-16s %s\n", $$1, $$2 }'
