@@ -43,6 +43,10 @@ type ServerConfig struct {
 	// AuthFunc authenticates a call and returns the context carrying its
 	// principal. Nil refuses every call that is not public.
 	AuthFunc auth.AuthFunc
+	// Authorize decides whether the authenticated caller may call the
+	// method; nil refuses every call that is not public. Unknown methods
+	// are refused as PERMISSION_DENIED too, never revealed as unimplemented.
+	Authorize func(ctx context.Context, fullMethod string) error
 	// Public reports methods that need no credentials (health checks).
 	// Nil: only the gRPC health service is public.
 	Public func(fullMethod string) bool
@@ -84,9 +88,12 @@ func IsHealthMethod(fullMethod string) bool {
 //  7. authentication: the principal from a verified token; health is public.
 //     It runs before validation so an anonymous caller learns nothing about
 //     the request shapes.
-//  8. idempotency key: the idempotency-key metadata (the gateway's
+//  8. authorization: the principal's roles against the method's declared
+//     rule (Authorize); default deny. Like authentication, before anything
+//     looks at the request.
+//  9. idempotency key: the idempotency-key metadata (the gateway's
 //     Idempotency-Key header) fills the request's request_id field.
-//  9. validation: protovalidate rules of the request message; violations
+//  10. validation: protovalidate rules of the request message; violations
 //     return INVALID_ARGUMENT with a google.rpc.BadRequest naming each field.
 //
 // Tracing runs as an OpenTelemetry stats handler around all of it.
@@ -115,6 +122,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if authFunc == nil {
 		authFunc = func(context.Context) (context.Context, error) {
 			return nil, status.Error(codes.Unauthenticated, "authentication required")
+		}
+	}
+	authorize := cfg.Authorize
+	if authorize == nil {
+		authorize = func(context.Context, string) error {
+			return status.Error(codes.PermissionDenied, "permission denied")
 		}
 	}
 	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
@@ -149,6 +162,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		logging.UnaryServerInterceptor(accessLog, logOpts...),
 		errorsUnary(logger),
 		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFunc), needsAuth),
+		selector.UnaryServerInterceptor(authorizeUnary(authorize), needsAuth),
 		idempotencyKeyUnary,
 		validateUnary(validator),
 	}
@@ -157,12 +171,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		metrics.StreamServerInterceptor(),
 		logging.StreamServerInterceptor(accessLog, logOpts...),
 		selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFunc), needsAuth),
+		selector.StreamServerInterceptor(authorizeStream(authorize), needsAuth),
 	}
 	srv := grpc.NewServer(
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxRecv),
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+			return status.Error(codes.PermissionDenied, "permission denied")
+		}),
 		// Clients hold one HTTP/2 connection for ever; capping its age makes
 		// them reconnect and re-resolve now and then, so load spreads over
 		// replicas that were added after the client connected.
@@ -234,6 +252,24 @@ func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grp
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
 	return h(WithRequestID(ctx, id), req)
+}
+
+func authorizeUnary(authorize func(context.Context, string) error) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := authorize(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+}
+
+func authorizeStream(authorize func(context.Context, string) error) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := authorize(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
 }
 
 func deadlineUnary(d time.Duration) grpc.UnaryServerInterceptor {

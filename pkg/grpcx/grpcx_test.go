@@ -118,6 +118,7 @@ func (b *logBuffer) lines(t testing.TB, msg string) []map[string]any {
 }
 
 type testBundle struct {
+	conn     *grpc.ClientConn
 	client   customerv1.CustomerServiceClient
 	health   healthpb.HealthClient
 	logs     *logBuffer
@@ -126,6 +127,8 @@ type testBundle struct {
 
 type serverOpts struct {
 	defaultTimeout time.Duration
+	// authorize replaces the allow-all authorizer most tests use.
+	authorize func(ctx context.Context, fullMethod string) error
 }
 
 // setup serves grpcx.NewServer with the test service on a 127.0.0.1:0
@@ -137,15 +140,33 @@ func setup(t *testing.T, opts *serverOpts) *testBundle {
 	}
 	logs := &logBuffer{}
 	reg := prometheus.NewRegistry()
+	authorize := opts.authorize
+	if authorize == nil {
+		authorize = func(context.Context, string) error { return nil }
+	}
 	srv, err := grpcx.NewServer(grpcx.ServerConfig{
 		Logger:         slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AuthFunc:       authenticate,
+		Authorize:      authorize,
 		Registerer:     reg,
 		DefaultTimeout: opts.defaultTimeout,
 	})
 	require.NoError(t, err)
 	customerv1.RegisterCustomerServiceServer(srv.Server, customers{})
+	conn := serve(t, srv)
+	return &testBundle{
+		conn:     conn,
+		client:   customerv1.NewCustomerServiceClient(conn),
+		health:   healthpb.NewHealthClient(conn),
+		logs:     logs,
+		registry: reg,
+	}
+}
 
+// serve serves srv on a 127.0.0.1:0 listener until the test ends and
+// returns a connection to it.
+func serve(t *testing.T, srv *grpcx.Server) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	served := make(chan error, 1)
@@ -154,16 +175,10 @@ func setup(t *testing.T, opts *serverOpts) *testBundle {
 		srv.Stop()
 		require.NoError(t, <-served)
 	})
-
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	return &testBundle{
-		client:   customerv1.NewCustomerServiceClient(conn),
-		health:   healthpb.NewHealthClient(conn),
-		logs:     logs,
-		registry: reg,
-	}
+	return conn
 }
 
 // authed returns a context carrying the good token and the given metadata
@@ -457,5 +472,49 @@ func TestServer(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			require.FailNow(t, "a call without a deadline ran unbounded")
 		}
+	})
+}
+
+func TestAuthorization(t *testing.T) {
+	t.Parallel()
+
+	t.Run("RefusalStopsTheCallBeforeValidation", func(t *testing.T) {
+		t.Parallel()
+		var seen []string
+		var mu sync.Mutex
+		b := setup(t, &serverOpts{authorize: func(_ context.Context, m string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, m)
+			return status.Error(codes.PermissionDenied, "permission denied")
+		}})
+		// An invalid request: refused as PERMISSION_DENIED, not
+		// INVALID_ARGUMENT, so a caller without the role learns nothing.
+		_, err := b.client.CreateCustomer(authed(t), &customerv1.CreateCustomerRequest{RequestId: "x"})
+		require.Equal(t, codes.PermissionDenied, status.Code(err))
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, []string{customerv1.CustomerService_CreateCustomer_FullMethodName}, seen)
+	})
+
+	t.Run("UnknownMethodsAreDeniedNotRevealed", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		err := b.conn.Invoke(authed(t), "/rapport.customer.v1.CustomerService/DropAllCustomers",
+			&customerv1.GetCustomerRequest{}, &customerv1.Customer{})
+		require.Equal(t, codes.PermissionDenied, status.Code(err))
+		err = b.conn.Invoke(authed(t), "/rapport.billing.v1.BillingService/Charge",
+			&customerv1.GetCustomerRequest{}, &customerv1.Customer{})
+		require.Equal(t, codes.PermissionDenied, status.Code(err))
+	})
+
+	t.Run("NilAuthorizeDeniesEverything", func(t *testing.T) {
+		t.Parallel()
+		srv, err := grpcx.NewServer(grpcx.ServerConfig{AuthFunc: authenticate})
+		require.NoError(t, err)
+		customerv1.RegisterCustomerServiceServer(srv.Server, customers{})
+		conn := serve(t, srv)
+		_, err = customerv1.NewCustomerServiceClient(conn).GetCustomer(authed(t), &customerv1.GetCustomerRequest{Id: "0195f3c0-0000-7000-8000-000000000001"})
+		require.Equal(t, codes.PermissionDenied, status.Code(err))
 	})
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/rapporthq/rapport/pkg/app"
 	"github.com/rapporthq/rapport/pkg/authn"
+	"github.com/rapporthq/rapport/pkg/authz"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/natsx"
 	"github.com/rapporthq/rapport/pkg/natsx/embedded"
@@ -174,9 +175,11 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 		return nil, err
 	}
 	authFunc := verifier.AuthFunc()
+	policy := &authz.Policy{}
 	s.grpc, err = grpcx.NewServer(grpcx.ServerConfig{
 		Logger:     logger.With("component", "grpc"),
 		Registerer: reg,
+		Authorize:  policy.Authorize,
 		AuthFunc: func(ctx context.Context) (context.Context, error) {
 			ctx, err := authFunc(ctx)
 			if err == nil {

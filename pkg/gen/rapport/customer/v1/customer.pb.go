@@ -9,6 +9,7 @@ package customerv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
+	_ "github.com/rapporthq/rapport/pkg/gen/rapport/access/v1"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -434,7 +435,7 @@ var File_rapport_customer_v1_customer_proto protoreflect.FileDescriptor
 
 const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\n" +
-	"\"rapport/customer/v1/customer.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xf9\x03\n" +
+	"\"rapport/customer/v1/customer.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\x1a\x1frapport/access/v1/options.proto\"\xf9\x03\n" +
 	"\bCustomer\x12\x13\n" +
 	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\vdisplayName\x12#\n" +
@@ -469,12 +470,16 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
 	"updateMask\x12*\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId2\x8e\x04\n" +
-	"\x0fCustomerService\x12|\n" +
-	"\x0eCreateCustomer\x12*.rapport.customer.v1.CreateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"\x1f\x82\xd3\xe4\x93\x02\x19:\bcustomer\"\r/v1/customers\x12q\n" +
-	"\vGetCustomer\x12'.rapport.customer.v1.GetCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/customers/{id}\x12}\n" +
-	"\rListCustomers\x12).rapport.customer.v1.ListCustomersRequest\x1a*.rapport.customer.v1.ListCustomersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customers\x12\x8a\x01\n" +
-	"\x0eUpdateCustomer\x12*.rapport.customer.v1.UpdateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"-\x82\xd3\xe4\x93\x02':\bcustomer2\x1b/v1/customers/{customer.id}B\xb7\x05\x92A\xd8\x03\x12\xb7\x02\n" +
+	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId2\xba\x04\n" +
+	"\x0fCustomerService\x12\x86\x01\n" +
+	"\x0eCreateCustomer\x12*.rapport.customer.v1.CreateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\")\xca\xf3\x18\x06\n" +
+	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02\x19:\bcustomer\"\r/v1/customers\x12|\n" +
+	"\vGetCustomer\x12'.rapport.customer.v1.GetCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"%\xca\xf3\x18\a\n" +
+	"\x05\x01\x02\x03\x04\x06\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/customers/{id}\x12\x88\x01\n" +
+	"\rListCustomers\x12).rapport.customer.v1.ListCustomersRequest\x1a*.rapport.customer.v1.ListCustomersResponse\" \xca\xf3\x18\a\n" +
+	"\x05\x01\x02\x03\x04\x06\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customers\x12\x94\x01\n" +
+	"\x0eUpdateCustomer\x12*.rapport.customer.v1.UpdateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"7\xca\xf3\x18\x06\n" +
+	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02':\bcustomer2\x1b/v1/customers/{customer.id}B\xb7\x05\x92A\xd8\x03\x12\xb7\x02\n" +
 	"\vRapport API\x12\x95\x02Customer care and retention: customers, tickets, loyalty and surveys. Every call needs a bearer token; the tenant comes from the token, never from the request. Mutations take an Idempotency-Key header (or request_id field): a retry with the same key returns the first response.*\f\n" +
 	"\n" +
 	"Apache-2.02\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZf\n" +
