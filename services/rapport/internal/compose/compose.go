@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/rapporthq/rapport/pkg/app"
 	"github.com/rapporthq/rapport/pkg/authn"
@@ -94,6 +95,10 @@ type Options struct {
 	RelayPollInterval time.Duration
 	// HealthInterval overrides how often readiness is checked (tests).
 	HealthInterval time.Duration
+	// GatewayInMemory makes the gateway reach this process's gRPC server
+	// over an in-memory connection instead of loopback TCP (all mode only).
+	// Both pass the same server and interceptors; the benchmark compares them.
+	GatewayInMemory bool
 }
 
 // System is a built, not yet serving, Rapport process.
@@ -107,6 +112,8 @@ type System struct {
 	health  *app.Health
 	runners map[string]runner
 	closers []func()
+	// memLis serves the gRPC server in memory for the gateway, when asked.
+	memLis *bufconn.Listener
 	// NATSURL is the JetStream server in use (the embedded one's when
 	// Config.NATSURL is empty); empty when no service target runs.
 	NATSURL string
@@ -245,6 +252,9 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	mux.Handle("GET /readyz", s.health.ReadyHandler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if cfg.Runs(gateway.Name) {
+		if opts.GatewayInMemory && cfg.Upstream.Customer == "" {
+			s.memLis = bufconn.Listen(1 << 20)
+		}
 		gw, err := s.buildGateway(ctx)
 		if err != nil {
 			return nil, err
@@ -356,12 +366,19 @@ func (s *System) buildGateway(ctx context.Context) (http.Handler, error) {
 		// so REST calls pass the same interceptors as gRPC calls.
 		addr = s.GRPCAddr()
 	}
-	conn, err := grpc.NewClient(addr,
+	dialOpts := []grpc.DialOption{}
+	if s.memLis != nil {
+		addr = "passthrough:///in-memory"
+		dialOpts = append(dialOpts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return s.memLis.DialContext(ctx)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, append(dialOpts,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Spread calls over every address the name resolves to (a headless
 		// Service in Kubernetes), not one pod per gateway.
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()))...)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial %s: %w", addr, err)
 	}
@@ -397,6 +414,15 @@ func (s *System) Run(ctx context.Context) error {
 	}
 	grace := s.cfg.ShutdownGrace
 	start(&servers, "grpc", func() error { return app.ServeGRPC(serveCtx, s.grpc.Server, s.grpcLis, grace) })
+	if s.memLis != nil {
+		// The same server on a second listener; GracefulStop above stops it too.
+		start(&servers, "grpc-in-memory", func() error {
+			if err := s.grpc.Serve(s.memLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return err
+			}
+			return nil
+		})
+	}
 	start(&servers, "http", func() error { return app.ServeHTTP(serveCtx, s.http, s.httpLis, grace) })
 	s.logger.Info("rapport serving", "targets", s.cfg.TargetList(), "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 

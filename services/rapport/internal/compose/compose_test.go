@@ -65,6 +65,13 @@ func allSpecs() []pgdbtest.Spec {
 
 func setup(tb testing.TB) *testBundle {
 	tb.Helper()
+	return setupWith(tb, Options{})
+}
+
+// setupWith is setup with composer options; listeners and test intervals
+// are always set here.
+func setupWith(tb testing.TB, opts Options) *testBundle {
+	tb.Helper()
 	ctx := context.Background()
 	dbURL := pgdbtest.NewDatabase(tb, allSpecs()...)
 	ns := natstest.Start(tb)
@@ -79,8 +86,9 @@ func setup(tb testing.TB) *testBundle {
 	require.NoError(tb, err)
 	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
-	sys, err := Build(ctx, cfg, nil, Options{GRPCListener: grpcLis, HTTPListener: httpLis,
-		RelayPollInterval: 20 * time.Millisecond, HealthInterval: 100 * time.Millisecond})
+	opts.GRPCListener, opts.HTTPListener = grpcLis, httpLis
+	opts.RelayPollInterval, opts.HealthInterval = 20*time.Millisecond, 100*time.Millisecond
+	sys, err := Build(ctx, cfg, nil, opts)
 	require.NoError(tb, err)
 
 	runCtx, cancel := context.WithCancel(ctx)
