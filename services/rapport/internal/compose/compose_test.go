@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +47,9 @@ const (
 // testBundle is a whole Rapport (all targets) on :0 listeners, over a fresh
 // database and a real embedded JetStream.
 type testBundle struct {
+	logs     *syncBuffer
+	tokensMu sync.Mutex
+	tokens   []string
 	sys      *System
 	grpcConn *grpc.ClientConn
 	httpBase string
@@ -88,7 +93,9 @@ func setupWith(tb testing.TB, opts Options) *testBundle {
 	require.NoError(tb, err)
 	opts.GRPCListener, opts.HTTPListener = grpcLis, httpLis
 	opts.RelayPollInterval, opts.HealthInterval = 20*time.Millisecond, 100*time.Millisecond
-	sys, err := Build(ctx, cfg, nil, opts)
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sys, err := Build(ctx, cfg, logger, opts)
 	require.NoError(tb, err)
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -110,8 +117,62 @@ func setupWith(tb testing.TB, opts Options) *testBundle {
 	tb.Cleanup(func() { _ = conn.Close() })
 	key, err := DevKey(cfg)
 	require.NoError(tb, err)
-	return &testBundle{sys: sys, grpcConn: conn, httpBase: "http://" + sys.HTTPAddr(), key: key,
+	b := &testBundle{logs: logs, sys: sys, grpcConn: conn, httpBase: "http://" + sys.HTTPAddr(), key: key,
 		cfg: cfg, dbURL: dbURL, natsURL: ns.ClientURL()}
+	// SEC-08, registered first so it runs last, after the system stopped:
+	// nothing the system logged holds a personal-data marker, a token, SQL
+	// or a stack trace.
+	tb.Cleanup(func() { b.requireCleanLogs(tb) })
+	return b
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// piiMarkers are the personal data the tests send (see ada()).
+var piiMarkers = []string{"Ada Lovelace", "ada@example.com", "+442071234567", "analytical.engine"}
+
+// leakMarkers are what must never reach a log or an error body.
+func (b *testBundle) leakMarkers() []string {
+	b.tokensMu.Lock()
+	defer b.tokensMu.Unlock()
+	m := append([]string{"goroutine ", "panic(", "SELECT ", "INSERT INTO", "UPDATE customers", "postgres://"}, piiMarkers...)
+	for _, tok := range b.tokens {
+		m = append(m, tok, tok[strings.LastIndex(tok, ".")+1:]) // the token, and its signature alone
+	}
+	return m
+}
+
+func (b *testBundle) requireCleanLogs(tb testing.TB) {
+	tb.Helper()
+	logs := b.logs.String()
+	require.NotEmpty(tb, logs, "the system logged nothing: the check would be vacuous")
+	for _, m := range b.leakMarkers() {
+		require.NotContains(tb, logs, m, "a log line holds a marker")
+	}
+}
+
+// requireCleanError checks one error message the same way.
+func (b *testBundle) requireCleanError(tb testing.TB, msg string) {
+	tb.Helper()
+	for _, m := range b.leakMarkers() {
+		require.NotContains(tb, msg, m, "an error body holds a marker")
+	}
 }
 
 func (b *testBundle) token(tb testing.TB, tenant, subject string) string {
@@ -119,6 +180,9 @@ func (b *testBundle) token(tb testing.TB, tenant, subject string) string {
 	tok, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
 		Subject: subject, TenantID: tenant, Roles: []string{"admin"}, TTL: time.Hour})
 	require.NoError(tb, err)
+	b.tokensMu.Lock()
+	b.tokens = append(b.tokens, tok)
+	b.tokensMu.Unlock()
 	return tok
 }
 
@@ -149,6 +213,7 @@ type api interface {
 
 type grpcAPI struct {
 	c customerv1.CustomerServiceClient
+	b *testBundle
 }
 
 func (grpcAPI) name() string { return "GRPC" }
@@ -186,24 +251,39 @@ func grpcResult(m proto.Message, err error) result {
 	return result{}
 }
 
-func (a grpcAPI) create(_ testing.TB, token string, c *customerv1.Customer, requestID string) result {
-	return grpcResult(a.c.CreateCustomer(authCtx(token), &customerv1.CreateCustomerRequest{Customer: c, RequestId: requestID}))
+// result converts a call's outcome, checking error bodies for leaks.
+func (a grpcAPI) result(tb testing.TB, m proto.Message, err error) result {
+	if err != nil && a.b != nil {
+		a.b.requireCleanError(tb, status.Convert(err).String())
+	}
+	return grpcResult(m, err)
 }
 
-func (a grpcAPI) get(_ testing.TB, token, id string) result {
-	return grpcResult(a.c.GetCustomer(authCtx(token), &customerv1.GetCustomerRequest{Id: id}))
+func (a grpcAPI) create(tb testing.TB, token string, c *customerv1.Customer, requestID string) result {
+	m, err := a.c.CreateCustomer(authCtx(token), &customerv1.CreateCustomerRequest{Customer: c, RequestId: requestID})
+	return a.result(tb, m, err)
 }
 
-func (a grpcAPI) update(_ testing.TB, token string, c *customerv1.Customer, paths []string, requestID string) result {
-	return grpcResult(a.c.UpdateCustomer(authCtx(token), &customerv1.UpdateCustomerRequest{
-		Customer: c, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, RequestId: requestID}))
+func (a grpcAPI) get(tb testing.TB, token, id string) result {
+	m, err := a.c.GetCustomer(authCtx(token), &customerv1.GetCustomerRequest{Id: id})
+	return a.result(tb, m, err)
 }
 
-func (a grpcAPI) list(_ testing.TB, token string, req *customerv1.ListCustomersRequest) result {
-	return grpcResult(a.c.ListCustomers(authCtx(token), req))
+func (a grpcAPI) update(tb testing.TB, token string, c *customerv1.Customer, paths []string, requestID string) result {
+	m, err := a.c.UpdateCustomer(authCtx(token), &customerv1.UpdateCustomerRequest{
+		Customer: c, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, RequestId: requestID})
+	return a.result(tb, m, err)
 }
 
-type restAPI struct{ base string }
+func (a grpcAPI) list(tb testing.TB, token string, req *customerv1.ListCustomersRequest) result {
+	m, err := a.c.ListCustomers(authCtx(token), req)
+	return a.result(tb, m, err)
+}
+
+type restAPI struct {
+	base string
+	b    *testBundle
+}
 
 func (restAPI) name() string { return "REST" }
 
@@ -231,6 +311,9 @@ func (a restAPI) do(tb testing.TB, method, path, token, idemKey string, body []b
 		case *customerv1.ListCustomersResponse:
 			return result{list: m}
 		}
+	}
+	if a.b != nil {
+		a.b.requireCleanError(tb, string(raw))
 	}
 	var e struct {
 		Code    int    `json:"code"`
@@ -289,5 +372,5 @@ func (a restAPI) list(tb testing.TB, token string, req *customerv1.ListCustomers
 }
 
 func (b *testBundle) apis() []api {
-	return []api{grpcAPI{c: customerv1.NewCustomerServiceClient(b.grpcConn)}, restAPI{base: b.httpBase}}
+	return []api{grpcAPI{c: customerv1.NewCustomerServiceClient(b.grpcConn), b: b}, restAPI{base: b.httpBase, b: b}}
 }

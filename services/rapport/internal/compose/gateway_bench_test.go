@@ -75,7 +75,7 @@ func TestGatewayInMemoryServesTheSameAPI(t *testing.T) {
 	t.Parallel()
 	b := setupWith(t, Options{GatewayInMemory: true})
 	tok := b.token(t, tenantA, "mem")
-	rest := restAPI{base: b.httpBase}
+	rest := restAPI{base: b.httpBase, b: b}
 	r := rest.create(t, tok, ada(), "")
 	require.NotEmpty(t, r.customer.GetId())
 	got := rest.get(t, tok, r.customer.GetId())
