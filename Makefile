@@ -136,3 +136,35 @@ help:
 	@echo 'usage: make <target> [VAR=value]'
 	@sed -n 's/^## \([A-Za-z0-9_-]*\): \(.*\)/\1	\2/p' $(MAKEFILE_LIST) \
 		| awk -F'\t' '{ printf "  %-16s %s\n", $$1, $$2 }'
+
+# --- API docs page (services/gateway/docs) ------------------------------------
+
+.PHONY: docs-assets browser
+
+# swagger-ui-dist version for docs-assets; empty re-fetches the version pinned
+# (with its tarball's sha512 integrity) in services/gateway/docs/assets/VERSION.
+SWAGGER_UI_VERSION ?=
+
+## docs-assets: re-vendor swagger-ui-dist for /docs (npm pack, integrity-checked); SWAGGER_UI_VERSION=x.y.z bumps the pin.
+docs-assets:
+	tools/docs-assets/vendor.sh services/gateway/docs/assets $(SWAGGER_UI_VERSION)
+
+## browser: make sure a headless Chromium is in PATH for the /docs browser test (as root with apt-get, installs Debian's chromium).
+browser:
+	@for b in chromium chromium-browser google-chrome; do \
+		if command -v "$$b" >/dev/null; then echo "browser: $$(command -v "$$b")"; exit 0; fi; \
+	done; \
+	if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null; then \
+		echo 'browser: installing Debian'"'"'s chromium: apt-get update && apt-get install -y chromium'; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		b=$$(command -v chromium) || { echo 'browser: apt-get installed chromium, but it is not in PATH' >&2; exit 1; }; \
+		echo "browser: $$b"; exit 0; \
+	fi; \
+	echo 'browser: no chromium, chromium-browser or google-chrome in PATH, and cannot install one here (needs root and apt-get).' >&2; \
+	echo 'browser: install Debian'"'"'s chromium:  sudo apt-get update && sudo apt-get install -y chromium' >&2; \
+	echo 'browser: (elsewhere, any Chromium or Google Chrome reachable as chromium, chromium-browser or google-chrome)' >&2; \
+	if [[ "$${RAPPORT_REQUIRE_BROWSER:-}" == 1 || ( -n "$${CI:-}" && "$${CI:-}" != 0 && "$${CI,,}" != false ) ]]; then \
+		echo 'browser: required (CI or RAPPORT_REQUIRE_BROWSER=1 is set)' >&2; exit 1; \
+	fi; \
+	echo 'browser: the browser test will be skipped' >&2
