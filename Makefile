@@ -112,7 +112,7 @@ run: build
 	@deploy/local/run.sh
 
 ## test: go vet and go test -race on every module, against RAPPORT_TEST_DATABASE_URL (Postgres started if needed).
-test:
+test: browser
 	$(PG_LOCAL) ensure RAPPORT_TEST_DATABASE_URL
 	go vet $(MODULES)
 	go test -race -count=1 -timeout 15m $(TESTFLAGS) $(MODULES)

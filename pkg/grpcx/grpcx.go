@@ -47,6 +47,8 @@ type ServerConfig struct {
 	// method; nil refuses every call that is not public. Unknown methods
 	// are refused as PERMISSION_DENIED too, never revealed as unimplemented.
 	Authorize func(ctx context.Context, fullMethod string) error
+	// RateLimit runs after authorization; nil limits nothing.
+	RateLimit grpc.UnaryServerInterceptor
 	// Public reports methods that need no credentials (health checks).
 	// Nil: only the gRPC health service is public.
 	Public func(fullMethod string) bool
@@ -91,9 +93,13 @@ func IsHealthMethod(fullMethod string) bool {
 //  8. authorization: the principal's roles against the method's declared
 //     rule (Authorize); default deny. Like authentication, before anything
 //     looks at the request.
-//  9. idempotency key: the idempotency-key metadata (the gateway's
+//  9. rate limit: per-tenant and per-principal token buckets; after
+//     authorization so forbidden calls spend no budget, before idempotency
+//     and validation so a throttled caller costs no further work;
+//     RESOURCE_EXHAUSTED with retry-after (HTTP 429 with Retry-After).
+//  10. idempotency key: the idempotency-key metadata (the gateway's
 //     Idempotency-Key header) fills the request's request_id field.
-//  10. validation: protovalidate rules of the request message; violations
+//  11. validation: protovalidate rules of the request message; violations
 //     return INVALID_ARGUMENT with a google.rpc.BadRequest naming each field.
 //
 // Tracing runs as an OpenTelemetry stats handler around all of it.
@@ -130,6 +136,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			return status.Error(codes.PermissionDenied, "permission denied")
 		}
 	}
+	rateLimit := cfg.RateLimit
+	if rateLimit == nil {
+		rateLimit = func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(ctx, req)
+		}
+	}
 	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return !public(c.FullMethod())
 	})
@@ -163,6 +175,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		errorsUnary(logger),
 		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFunc), needsAuth),
 		selector.UnaryServerInterceptor(authorizeUnary(authorize), needsAuth),
+		selector.UnaryServerInterceptor(rateLimit, needsAuth),
 		idempotencyKeyUnary,
 		validateUnary(validator),
 	}

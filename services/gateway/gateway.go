@@ -23,6 +23,8 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/openapi"
+	"github.com/rapporthq/rapport/pkg/ratelimit"
+	"github.com/rapporthq/rapport/services/gateway/docs"
 )
 
 // Name is the gateway's target name.
@@ -37,6 +39,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// Timeout is the deadline given to every upstream call; 0 means 30 s.
 	Timeout time.Duration
+	// CORSAllowedOrigins may call the API from browsers; empty: none.
+	CORSAllowedOrigins []string
 }
 
 // Deps are the gateway's upstream connections, one per service (in all mode
@@ -81,8 +85,12 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 
 	routes := http.NewServeMux()
 	routes.Handle("GET /openapi.json", openapi.Handler())
+	// Both paths: with only "/docs/", the mux would answer /docs with a redirect.
+	docsPage := docs.Handler()
+	routes.Handle("/docs", docsPage)
+	routes.Handle("/docs/", docsPage)
 	routes.Handle("/v1/", limitBody(cfg.MaxBodyBytes, withTimeout(cfg.Timeout, mux)))
-	return &Gateway{handler: routes}, nil
+	return &Gateway{handler: CORS(cfg.CORSAllowedOrigins, routes)}, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -100,13 +108,14 @@ func incomingHeader(key string) (string, bool) {
 	return runtime.DefaultHeaderMatcher(key)
 }
 
-// outgoingHeader exposes the request id as X-Request-Id and nothing else:
-// other response metadata is gRPC transport detail.
+// outgoingHeader exposes the request id as X-Request-Id and the rate-limit
+// fields (Retry-After, RateLimit-*); other response metadata is gRPC
+// transport detail and stays inside.
 func outgoingHeader(key string) (string, bool) {
 	if strings.EqualFold(key, grpcx.RequestIDHeader) {
 		return "X-Request-Id", true
 	}
-	return "", false
+	return ratelimit.HTTPHeader(key)
 }
 
 // limitBody answers 413 to bodies declared larger than max, and cuts off

@@ -41,6 +41,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/natsx"
 	"github.com/rapporthq/rapport/pkg/natsx/embedded"
 	"github.com/rapporthq/rapport/pkg/pgdb"
+	"github.com/rapporthq/rapport/pkg/ratelimit"
 	"github.com/rapporthq/rapport/pkg/service"
 	"github.com/rapporthq/rapport/services/customer"
 	"github.com/rapporthq/rapport/services/gateway"
@@ -183,10 +184,15 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	}
 	authFunc := verifier.AuthFunc()
 	policy := &authz.Policy{}
+	limiter := ratelimit.New(cfg.RateLimit.limiterConfig())
+	if err := reg.Register(limiter); err != nil {
+		return nil, fmt.Errorf("rate limiter metrics: %w", err)
+	}
 	s.grpc, err = grpcx.NewServer(grpcx.ServerConfig{
 		Logger:     logger.With("component", "grpc"),
 		Registerer: reg,
 		Authorize:  policy.Authorize,
+		RateLimit:  limiter.UnaryServerInterceptor(ratelimit.KeyFromPrincipal),
 		AuthFunc: func(ctx context.Context) (context.Context, error) {
 			ctx, err := authFunc(ctx)
 			if err == nil {
@@ -383,7 +389,8 @@ func (s *System) buildGateway(ctx context.Context) (http.Handler, error) {
 		return nil, fmt.Errorf("gateway: dial %s: %w", addr, err)
 	}
 	s.onClose(func() { _ = conn.Close() })
-	gw, err := gateway.New(ctx, gateway.Deps{Customer: conn, Logger: s.logger.With("component", "gateway")}, gateway.Config{})
+	gw, err := gateway.New(ctx, gateway.Deps{Customer: conn, Logger: s.logger.With("component", "gateway")},
+		gateway.Config{CORSAllowedOrigins: s.cfg.CORSAllowedOrigins})
 	if err != nil {
 		return nil, err
 	}

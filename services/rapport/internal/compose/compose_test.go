@@ -75,7 +75,7 @@ func setup(tb testing.TB) *testBundle {
 
 // setupWith is setup with composer options; listeners and test intervals
 // are always set here.
-func setupWith(tb testing.TB, opts Options) *testBundle {
+func setupWith(tb testing.TB, opts Options, tweaks ...func(*Config)) *testBundle {
 	tb.Helper()
 	ctx := context.Background()
 	dbURL := pgdbtest.NewDatabase(tb, allSpecs()...)
@@ -86,6 +86,11 @@ func setupWith(tb testing.TB, opts Options) *testBundle {
 		DataDir: tb.TempDir(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Auth:          AuthConfig{Issuer: "rapport-test", Audience: "rapport", Dev: true},
 		ShutdownGrace: 5 * time.Second, LogLevel: "info",
+		// Generous limits: the concurrency tests are not about throttling.
+		RateLimit: RateLimitConfig{TenantRPS: 1e6, TenantBurst: 1e6, PrincipalRPS: 1e6, PrincipalBurst: 1e6, IdleTTL: time.Minute},
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
 	}
 	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
+
+	"github.com/rapporthq/rapport/pkg/ratelimit"
+	"github.com/rapporthq/rapport/services/gateway"
 )
 
 // Targets a process can run. "all" is every one of them in one process with
@@ -42,6 +45,12 @@ type Config struct {
 
 	Auth AuthConfig `json:"auth"`
 
+	// RateLimit bounds calls per tenant and per principal, per process.
+	RateLimit RateLimitConfig `json:"rate_limit"`
+	// CORSAllowedOrigins is a comma list of origins whose browsers may call
+	// the REST API; empty allows no cross-origin calls.
+	CORSAllowedOrigins []string `env:"RAPPORT_CORS_ALLOWED_ORIGINS" json:"cors_allowed_origins"`
+
 	// Upstreams the gateway dials when the service is not in this process.
 	Upstream UpstreamConfig `json:"upstream"`
 
@@ -68,6 +77,21 @@ type AuthConfig struct {
 	// Dev trusts a signing key kept in DataDir, created on first use, which
 	// `rapport token` mints development tokens with. Never in production.
 	Dev bool `env:"RAPPORT_DEV, default=false" json:"dev"`
+}
+
+// RateLimitConfig sets the token buckets. They are per process: with N
+// replicas the cluster-wide limit is about N times these.
+type RateLimitConfig struct {
+	TenantRPS      float64       `env:"RAPPORT_RATE_LIMIT_TENANT_RPS, default=100" json:"tenant_rps"`
+	TenantBurst    int           `env:"RAPPORT_RATE_LIMIT_TENANT_BURST, default=200" json:"tenant_burst"`
+	PrincipalRPS   float64       `env:"RAPPORT_RATE_LIMIT_PRINCIPAL_RPS, default=20" json:"principal_rps"`
+	PrincipalBurst int           `env:"RAPPORT_RATE_LIMIT_PRINCIPAL_BURST, default=40" json:"principal_burst"`
+	IdleTTL        time.Duration `env:"RAPPORT_RATE_LIMIT_IDLE_TTL, default=10m" json:"idle_ttl"`
+}
+
+func (r RateLimitConfig) limiterConfig() ratelimit.Config {
+	return ratelimit.Config{TenantRPS: r.TenantRPS, TenantBurst: r.TenantBurst,
+		PrincipalRPS: r.PrincipalRPS, PrincipalBurst: r.PrincipalBurst, IdleTTL: r.IdleTTL}
 }
 
 // UpstreamConfig are gRPC addresses of services run elsewhere; empty means
@@ -181,6 +205,15 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, errors.New("RAPPORT_SHUTDOWN_DELAY: must not be negative"))
+	}
+	rl := c.RateLimit
+	if rl.TenantRPS <= 0 || rl.PrincipalRPS <= 0 || rl.TenantBurst <= 0 || rl.PrincipalBurst <= 0 {
+		errs = append(errs, errors.New("RAPPORT_RATE_LIMIT_*: rates and bursts must be positive"))
+	} else if err := rl.limiterConfig().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("RAPPORT_RATE_LIMIT_*: %w", err))
+	}
+	if err := gateway.CheckCORSOrigins(c.CORSAllowedOrigins); err != nil {
+		errs = append(errs, fmt.Errorf("RAPPORT_CORS_ALLOWED_ORIGINS: %w", err))
 	}
 	if c.TraceSampleRatio < 0 || c.TraceSampleRatio > 1 {
 		errs = append(errs, errors.New("RAPPORT_TRACE_SAMPLE_RATIO: must be between 0 and 1"))

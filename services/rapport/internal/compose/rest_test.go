@@ -3,10 +3,12 @@ package compose
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -137,4 +139,46 @@ func TestGatewayEdge(t *testing.T) {
 		require.Contains(t, m.body, "grpc_server_handled_total")
 		require.Contains(t, m.body, "rapport_outbox_published_total")
 	})
+}
+
+// TestRateLimitOverREST: a caller over its burst gets 429 with Retry-After
+// and the RateLimit fields; another tenant is unaffected; a browser origin
+// on the allow-list gets CORS headers that expose them.
+func TestRateLimitOverREST(t *testing.T) {
+	t.Parallel()
+	const origin = "https://app.example.com"
+	b := setupWith(t, Options{}, func(c *Config) {
+		c.RateLimit = RateLimitConfig{TenantRPS: 0.01, TenantBurst: 3, PrincipalRPS: 0.01, PrincipalBurst: 3, IdleTTL: time.Minute}
+		c.CORSAllowedOrigins = []string{origin}
+	})
+	tok := b.token(t, tenantA, "busy")
+	hdr := map[string]string{"Origin": origin}
+	for i := range 3 {
+		r := b.call(t, http.MethodGet, "/v1/customers", tok, hdr, "")
+		require.Equal(t, http.StatusOK, r.status, "call %d: %s", i, r.body)
+		require.Equal(t, fmt.Sprint(2-i), r.header.Get("RateLimit-Remaining"))
+	}
+	r := b.call(t, http.MethodGet, "/v1/customers", tok, hdr, "")
+	require.Equal(t, http.StatusTooManyRequests, r.status, r.body)
+	require.NotEmpty(t, r.header.Get("Retry-After"))
+	require.Equal(t, "3", r.header.Get("RateLimit-Limit"))
+	require.Equal(t, "0", r.header.Get("RateLimit-Remaining"))
+	require.Equal(t, origin, r.header.Get("Access-Control-Allow-Origin"))
+	require.Contains(t, r.header.Get("Access-Control-Expose-Headers"), "Retry-After")
+
+	other := b.call(t, http.MethodGet, "/v1/customers", b.token(t, tenantB, "calm"), nil, "")
+	require.Equal(t, http.StatusOK, other.status, "another tenant has its own budget")
+
+	stranger := b.call(t, http.MethodGet, "/v1/customers", b.token(t, tenantB, "calm2"),
+		map[string]string{"Origin": "https://evil.example"}, "")
+	require.Empty(t, stranger.header.Get("Access-Control-Allow-Origin"))
+}
+
+func TestDocsPageIsServed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.call(t, http.MethodGet, "/docs", "", nil, "")
+	require.Equal(t, http.StatusOK, r.status)
+	require.Contains(t, r.body, "Rapport API")
+	require.NotEmpty(t, r.header.Get("Content-Security-Policy"))
 }

@@ -53,7 +53,8 @@ func TestTracesReachAnOTLPCollector(t *testing.T) {
 	cfg := Config{Targets: "customer", DatabaseURL: "postgres://x@127.0.0.1:1/x", NATSReplicas: 1, DataDir: t.TempDir(),
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", LogLevel: "info", ShutdownGrace: time.Second,
 		Auth:         AuthConfig{Issuer: "i", Audience: "a", Dev: true},
-		OTLPEndpoint: "http://" + lis.Addr().String(), TraceSampleRatio: 1}
+		OTLPEndpoint: "http://" + lis.Addr().String(), TraceSampleRatio: 1,
+		RateLimit: RateLimitConfig{TenantRPS: 1, TenantBurst: 1, PrincipalRPS: 1, PrincipalBurst: 1}}
 	require.NoError(t, cfg.Validate())
 	stop, err := setupTracing(context.Background(), cfg)
 	require.NoError(t, err)
