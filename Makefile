@@ -19,13 +19,12 @@ AGAINST ?= .git\#branch=main
 # Every module in go.work, as package patterns (`./...` does not work at the root).
 MODULES = $(shell go list -m -f '{{.Dir}}/...')
 
-# sqlc configs: one per service or pkg package, or one at the root.
-SQLC_CONFIGS = $(wildcard sqlc.yaml services/*/sqlc.yaml pkg/*/sqlc.yaml)
+# sqlc configs: every sqlc.yaml in the tree (a service may keep one per feature package).
+SQLC_CONFIGS = $(shell find . \( -path ./.git -o -path ./.data -o -name node_modules \) -prune -o -name sqlc.yaml -print | sort)
 
 # Committed generated output, as git pathspecs. A glob may match nothing; it
 # must end in /* because git matches a glob against whole file paths.
-GENERATED := third_party/proto pkg/gen pkg/openapi/gen \
-	'services/*/internal/store/dbgen/*' 'pkg/*/dbgen/*'
+GENERATED := third_party/proto pkg/gen pkg/openapi/gen '*/dbgen/*'
 
 # Directories gofmt skips: generated code, VCS, build output, vendored JS.
 GOFMT_PRUNE := -path ./.git -o -path ./bin -o -path ./pkg/gen -o -path ./pkg/openapi/gen \
