@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	accessv1 "github.com/rapporthq/rapport/pkg/gen/rapport/access/v1"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/openapi"
@@ -47,6 +48,7 @@ type Config struct {
 // the same loopback connection to the process's own gRPC server).
 type Deps struct {
 	Customer *grpc.ClientConn
+	Access   *grpc.ClientConn // AccessService (API keys)
 	Logger   *slog.Logger
 }
 
@@ -81,6 +83,12 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 	}
 	if err := customerv1.RegisterCustomerServiceHandler(ctx, mux, deps.Customer); err != nil {
 		return nil, fmt.Errorf("gateway: register customer: %w", err)
+	}
+	if deps.Access == nil {
+		return nil, fmt.Errorf("gateway: no upstream connection for %s", accessv1.AccessService_ServiceDesc.ServiceName)
+	}
+	if err := accessv1.RegisterAccessServiceHandler(ctx, mux, deps.Access); err != nil {
+		return nil, fmt.Errorf("gateway: register access: %w", err)
 	}
 
 	routes := http.NewServeMux()

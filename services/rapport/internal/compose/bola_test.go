@@ -10,6 +10,15 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
 
+// world is tenant Y with one customer, and tenant X's admin.
+type world struct {
+	api       api
+	x, y      string // admin tokens of tenants X and Y
+	yCustomer *customerv1.Customer
+	yTenantID string
+	xTenantID string
+}
+
 // TestSEC01CrossTenantAccess: for every registered RPC, tenant X's admin
 // acting on tenant Y's objects gets NOT_FOUND (never the object, never a
 // hint it exists), lists show none of Y's objects, and creations land in
@@ -19,14 +28,6 @@ func TestSEC01CrossTenantAccess(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 
-	// world is tenant Y with one customer, and tenant X's admin.
-	type world struct {
-		api       api
-		x, y      string // admin tokens of tenants X and Y
-		yCustomer *customerv1.Customer
-		yTenantID string
-		xTenantID string
-	}
 	cases := map[string]func(t *testing.T, w world){
 		customerv1.CustomerService_GetCustomer_FullMethodName: func(t *testing.T, w world) {
 			r := w.api.get(t, w.x, w.yCustomer.GetId())
@@ -54,6 +55,9 @@ func TestSEC01CrossTenantAccess(t *testing.T) {
 		},
 	}
 
+	for m, c := range accessCases(b) {
+		cases[m] = c
+	}
 	for _, m := range registeredMethods(t, b) {
 		if _, ok := cases[m]; !ok {
 			t.Errorf("%s has no cross-tenant case in TestSEC01CrossTenantAccess", m)

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/rapporthq/rapport/pkg/apikey"
 	"github.com/rapporthq/rapport/pkg/app"
 	"github.com/rapporthq/rapport/pkg/authn"
 	"github.com/rapporthq/rapport/pkg/authz"
@@ -86,6 +87,12 @@ var services = map[string]serviceDef{
 		}},
 }
 
+// named is a background task.
+type named struct {
+	name string
+	run  func(context.Context) error
+}
+
 // Options are what tests and main may pass besides Config.
 type Options struct {
 	// GRPCListener and HTTPListener, when set, are used instead of binding
@@ -112,7 +119,9 @@ type System struct {
 	http    *http.Server
 	health  *app.Health
 	runners map[string]runner
-	closers []func()
+	// background is platform work beside the services (API-key bookkeeping).
+	background []named
+	closers    []func()
 	// memLis serves the gRPC server in memory for the gateway, when asked.
 	memLis *bufconn.Listener
 	// NATSURL is the JetStream server in use (the embedded one's when
@@ -182,7 +191,21 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	if err != nil {
 		return nil, err
 	}
-	authFunc := verifier.AuthFunc()
+	// API keys live in the platform schema "access"; every process that
+	// serves gRPC verifies them, so every process opens this pool.
+	accessPool, err := openAndMigrate(ctx, cfg, apikey.Schema, apikey.Migrations(), logger)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(accessPool.Close)
+	keys := apikey.NewVerifier(accessPool, apikey.VerifierConfig{Logger: logger.With("component", "apikey")})
+	s.background = append(s.background, named{"apikey-verifier", keys.Run})
+	keyWork, err := service.NewRelay(apikey.Schema, service.Deps{Pool: accessPool, Logger: logger.With("component", "access")}, service.Config{})
+	if err != nil {
+		return nil, err
+	}
+	s.background = append(s.background, named{"access-maintenance", keyWork.Run})
+	authFunc := apikey.AuthFunc(verifier.AuthFunc(), keys)
 	policy := &authz.Policy{}
 	limiter := ratelimit.New(cfg.RateLimit.limiterConfig())
 	if err := reg.Register(limiter); err != nil {
@@ -208,6 +231,12 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	}
 	hc := app.HealthConfig{Interval: opts.HealthInterval, Logger: logger.With("component", "health")}
 	s.health = app.NewHealth(s.grpc.Health, hc)
+	s.health.AddCheck("postgres:"+apikey.Schema, func(ctx context.Context) error { return accessPool.Ping(ctx) })
+	if cfg.Runs(gateway.Name) {
+		// API keys are managed through the gateway's process.
+		apikey.NewServer(accessPool, apikey.ServerConfig{Logger: logger.With("component", "access")}).Register(s.grpc)
+		s.health.FollowReadiness(apikey.ServiceName)
+	}
 
 	// Services: NATS first (their relays publish to it), then a pool per
 	// service schema, migrated, then the service itself.
@@ -346,8 +375,14 @@ func openAndMigrate(ctx context.Context, cfg Config, schema string, migrations f
 	return pool, nil
 }
 
-// Migrate applies the migrations of cfg's service targets and returns.
+// Migrate applies the migrations of the platform's access schema and of
+// cfg's service targets, and returns.
 func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	pool, err := openAndMigrate(ctx, cfg, apikey.Schema, apikey.Migrations(), logger)
+	if err != nil {
+		return err
+	}
+	pool.Close()
 	for _, t := range cfg.TargetList() {
 		def, ok := services[t]
 		if !ok {
@@ -389,7 +424,16 @@ func (s *System) buildGateway(ctx context.Context) (http.Handler, error) {
 		return nil, fmt.Errorf("gateway: dial %s: %w", addr, err)
 	}
 	s.onClose(func() { _ = conn.Close() })
-	gw, err := gateway.New(ctx, gateway.Deps{Customer: conn, Logger: s.logger.With("component", "gateway")},
+	// AccessService is on this process's own server (the gateway target
+	// registers it), so in all mode it shares the connection; otherwise the
+	// gateway dials itself.
+	access := conn
+	if s.cfg.Upstream.Customer != "" {
+		if access, err = s.dialSelf(); err != nil {
+			return nil, err
+		}
+	}
+	gw, err := gateway.New(ctx, gateway.Deps{Customer: conn, Access: access, Logger: s.logger.With("component", "gateway")},
 		gateway.Config{CORSAllowedOrigins: s.cfg.CORSAllowedOrigins})
 	if err != nil {
 		return nil, err
@@ -397,11 +441,31 @@ func (s *System) buildGateway(ctx context.Context) (http.Handler, error) {
 	return gw, nil
 }
 
+// dialSelf connects to this process's own gRPC server, in memory when the
+// gateway is configured so, else over loopback.
+func (s *System) dialSelf() (*grpc.ClientConn, error) {
+	addr := s.GRPCAddr()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
+	if s.memLis != nil {
+		addr = "passthrough:///in-memory"
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return s.memLis.DialContext(ctx)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: dial own server: %w", err)
+	}
+	s.onClose(func() { _ = conn.Close() })
+	return conn, nil
+}
+
 // Run serves until ctx ends or a part fails, then stops everything in order
 // and releases it. It returns the first failure, or nil after a clean stop.
 func (s *System) Run(ctx context.Context) error {
 	defer s.Close()
-	failed := make(chan error, len(s.runners)+3)
+	failed := make(chan error, len(s.runners)+len(s.background)+4)
 	var servers, workers sync.WaitGroup
 	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -418,6 +482,9 @@ func (s *System) Run(ctx context.Context) error {
 	start(&workers, "health", func() error { return s.health.Run(workCtx) })
 	for name, r := range s.runners {
 		start(&workers, name, func() error { return r.Run(workCtx) })
+	}
+	for _, bg := range s.background {
+		start(&workers, bg.name, func() error { return bg.run(workCtx) })
 	}
 	grace := s.cfg.ShutdownGrace
 	start(&servers, "grpc", func() error { return app.ServeGRPC(serveCtx, s.grpc.Server, s.grpcLis, grace) })
