@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -98,7 +99,11 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 	routes.Handle("/docs", docsPage)
 	routes.Handle("/docs/", docsPage)
 	routes.Handle("/v1/", limitBody(cfg.MaxBodyBytes, withTimeout(cfg.Timeout, mux)))
-	return &Gateway{handler: CORS(cfg.CORSAllowedOrigins, routes)}, nil
+	// otelhttp continues a caller's trace (traceparent) into the gRPC call,
+	// so one trace spans the edge and the service.
+	traced := otelhttp.NewHandler(routes, "gateway",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.Pattern }))
+	return &Gateway{handler: CORS(cfg.CORSAllowedOrigins, traced)}, nil
 }
 
 // ServeHTTP implements http.Handler.
