@@ -431,6 +431,137 @@ func (x *UpdateCustomerRequest) GetRequestId() string {
 	return ""
 }
 
+type LookupCustomersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The contact value to look for; exactly one is required.
+	//
+	// Types that are valid to be assigned to Key:
+	//
+	//	*LookupCustomersRequest_Email
+	//	*LookupCustomersRequest_Phone
+	Key           isLookupCustomersRequest_Key `protobuf_oneof:"key"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCustomersRequest) Reset() {
+	*x = LookupCustomersRequest{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCustomersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCustomersRequest) ProtoMessage() {}
+
+func (x *LookupCustomersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCustomersRequest.ProtoReflect.Descriptor instead.
+func (*LookupCustomersRequest) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LookupCustomersRequest) GetKey() isLookupCustomersRequest_Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LookupCustomersRequest) GetEmail() string {
+	if x != nil {
+		if x, ok := x.Key.(*LookupCustomersRequest_Email); ok {
+			return x.Email
+		}
+	}
+	return ""
+}
+
+func (x *LookupCustomersRequest) GetPhone() string {
+	if x != nil {
+		if x, ok := x.Key.(*LookupCustomersRequest_Phone); ok {
+			return x.Phone
+		}
+	}
+	return ""
+}
+
+type isLookupCustomersRequest_Key interface {
+	isLookupCustomersRequest_Key()
+}
+
+type LookupCustomersRequest_Email struct {
+	// An email address, matched without regard to case.
+	Email string `protobuf:"bytes,1,opt,name=email,proto3,oneof"`
+}
+
+type LookupCustomersRequest_Phone struct {
+	// A phone number in E.164 form, e.g. +4915123456789.
+	Phone string `protobuf:"bytes,2,opt,name=phone,proto3,oneof"`
+}
+
+func (*LookupCustomersRequest_Email) isLookupCustomersRequest_Key() {}
+
+func (*LookupCustomersRequest_Phone) isLookupCustomersRequest_Key() {}
+
+type LookupCustomersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every customer with that contact value, newest first, at most 100.
+	Customers     []*Customer `protobuf:"bytes,1,rep,name=customers,proto3" json:"customers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCustomersResponse) Reset() {
+	*x = LookupCustomersResponse{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCustomersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCustomersResponse) ProtoMessage() {}
+
+func (x *LookupCustomersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCustomersResponse.ProtoReflect.Descriptor instead.
+func (*LookupCustomersResponse) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *LookupCustomersResponse) GetCustomers() []*Customer {
+	if x != nil {
+		return x.Customers
+	}
+	return nil
+}
+
 var File_rapport_customer_v1_customer_proto protoreflect.FileDescriptor
 
 const file_rapport_customer_v1_customer_proto_rawDesc = "" +
@@ -470,7 +601,14 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
 	"updateMask\x12*\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId2\xba\x04\n" +
+	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"\x7f\n" +
+	"\x16LookupCustomersRequest\x12\"\n" +
+	"\x05email\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x18\xfe\x01`\x01H\x00R\x05email\x123\n" +
+	"\x05phone\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x14^\\+[1-9][0-9]{6,14}$H\x00R\x05phoneB\f\n" +
+	"\x03key\x12\x05\xbaH\x02\b\x01\"V\n" +
+	"\x17LookupCustomersResponse\x12;\n" +
+	"\tcustomers\x18\x01 \x03(\v2\x1d.rapport.customer.v1.CustomerR\tcustomers2\xd4\x05\n" +
 	"\x0fCustomerService\x12\x86\x01\n" +
 	"\x0eCreateCustomer\x12*.rapport.customer.v1.CreateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\")\xca\xf3\x18\x06\n" +
 	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02\x19:\bcustomer\"\r/v1/customers\x12|\n" +
@@ -479,7 +617,9 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\rListCustomers\x12).rapport.customer.v1.ListCustomersRequest\x1a*.rapport.customer.v1.ListCustomersResponse\" \xca\xf3\x18\a\n" +
 	"\x05\x01\x02\x03\x04\x06\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customers\x12\x94\x01\n" +
 	"\x0eUpdateCustomer\x12*.rapport.customer.v1.UpdateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"7\xca\xf3\x18\x06\n" +
-	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02':\bcustomer2\x1b/v1/customers/{customer.id}B\xb7\x05\x92A\xd8\x03\x12\xb7\x02\n" +
+	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02':\bcustomer2\x1b/v1/customers/{customer.id}\x12\x97\x01\n" +
+	"\x0fLookupCustomers\x12+.rapport.customer.v1.LookupCustomersRequest\x1a,.rapport.customer.v1.LookupCustomersResponse\")\xca\xf3\x18\x06\n" +
+	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/customers:lookupB\xb7\x05\x92A\xd8\x03\x12\xb7\x02\n" +
 	"\vRapport API\x12\x95\x02Customer care and retention: customers, tickets, loyalty and surveys. Every call needs a bearer token; the tenant comes from the token, never from the request. Mutations take an Idempotency-Key header (or request_id field): a retry with the same key returns the first response.*\f\n" +
 	"\n" +
 	"Apache-2.02\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZf\n" +
@@ -502,37 +642,42 @@ func file_rapport_customer_v1_customer_proto_rawDescGZIP() []byte {
 	return file_rapport_customer_v1_customer_proto_rawDescData
 }
 
-var file_rapport_customer_v1_customer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_rapport_customer_v1_customer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_rapport_customer_v1_customer_proto_goTypes = []any{
-	(*Customer)(nil),              // 0: rapport.customer.v1.Customer
-	(*CreateCustomerRequest)(nil), // 1: rapport.customer.v1.CreateCustomerRequest
-	(*GetCustomerRequest)(nil),    // 2: rapport.customer.v1.GetCustomerRequest
-	(*ListCustomersRequest)(nil),  // 3: rapport.customer.v1.ListCustomersRequest
-	(*ListCustomersResponse)(nil), // 4: rapport.customer.v1.ListCustomersResponse
-	(*UpdateCustomerRequest)(nil), // 5: rapport.customer.v1.UpdateCustomerRequest
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 7: google.protobuf.FieldMask
+	(*Customer)(nil),                // 0: rapport.customer.v1.Customer
+	(*CreateCustomerRequest)(nil),   // 1: rapport.customer.v1.CreateCustomerRequest
+	(*GetCustomerRequest)(nil),      // 2: rapport.customer.v1.GetCustomerRequest
+	(*ListCustomersRequest)(nil),    // 3: rapport.customer.v1.ListCustomersRequest
+	(*ListCustomersResponse)(nil),   // 4: rapport.customer.v1.ListCustomersResponse
+	(*UpdateCustomerRequest)(nil),   // 5: rapport.customer.v1.UpdateCustomerRequest
+	(*LookupCustomersRequest)(nil),  // 6: rapport.customer.v1.LookupCustomersRequest
+	(*LookupCustomersResponse)(nil), // 7: rapport.customer.v1.LookupCustomersResponse
+	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 9: google.protobuf.FieldMask
 }
 var file_rapport_customer_v1_customer_proto_depIdxs = []int32{
-	6,  // 0: rapport.customer.v1.Customer.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 1: rapport.customer.v1.Customer.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 0: rapport.customer.v1.Customer.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 1: rapport.customer.v1.Customer.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: rapport.customer.v1.CreateCustomerRequest.customer:type_name -> rapport.customer.v1.Customer
 	0,  // 3: rapport.customer.v1.ListCustomersResponse.customers:type_name -> rapport.customer.v1.Customer
 	0,  // 4: rapport.customer.v1.UpdateCustomerRequest.customer:type_name -> rapport.customer.v1.Customer
-	7,  // 5: rapport.customer.v1.UpdateCustomerRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 6: rapport.customer.v1.CustomerService.CreateCustomer:input_type -> rapport.customer.v1.CreateCustomerRequest
-	2,  // 7: rapport.customer.v1.CustomerService.GetCustomer:input_type -> rapport.customer.v1.GetCustomerRequest
-	3,  // 8: rapport.customer.v1.CustomerService.ListCustomers:input_type -> rapport.customer.v1.ListCustomersRequest
-	5,  // 9: rapport.customer.v1.CustomerService.UpdateCustomer:input_type -> rapport.customer.v1.UpdateCustomerRequest
-	0,  // 10: rapport.customer.v1.CustomerService.CreateCustomer:output_type -> rapport.customer.v1.Customer
-	0,  // 11: rapport.customer.v1.CustomerService.GetCustomer:output_type -> rapport.customer.v1.Customer
-	4,  // 12: rapport.customer.v1.CustomerService.ListCustomers:output_type -> rapport.customer.v1.ListCustomersResponse
-	0,  // 13: rapport.customer.v1.CustomerService.UpdateCustomer:output_type -> rapport.customer.v1.Customer
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	9,  // 5: rapport.customer.v1.UpdateCustomerRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 6: rapport.customer.v1.LookupCustomersResponse.customers:type_name -> rapport.customer.v1.Customer
+	1,  // 7: rapport.customer.v1.CustomerService.CreateCustomer:input_type -> rapport.customer.v1.CreateCustomerRequest
+	2,  // 8: rapport.customer.v1.CustomerService.GetCustomer:input_type -> rapport.customer.v1.GetCustomerRequest
+	3,  // 9: rapport.customer.v1.CustomerService.ListCustomers:input_type -> rapport.customer.v1.ListCustomersRequest
+	5,  // 10: rapport.customer.v1.CustomerService.UpdateCustomer:input_type -> rapport.customer.v1.UpdateCustomerRequest
+	6,  // 11: rapport.customer.v1.CustomerService.LookupCustomers:input_type -> rapport.customer.v1.LookupCustomersRequest
+	0,  // 12: rapport.customer.v1.CustomerService.CreateCustomer:output_type -> rapport.customer.v1.Customer
+	0,  // 13: rapport.customer.v1.CustomerService.GetCustomer:output_type -> rapport.customer.v1.Customer
+	4,  // 14: rapport.customer.v1.CustomerService.ListCustomers:output_type -> rapport.customer.v1.ListCustomersResponse
+	0,  // 15: rapport.customer.v1.CustomerService.UpdateCustomer:output_type -> rapport.customer.v1.Customer
+	7,  // 16: rapport.customer.v1.CustomerService.LookupCustomers:output_type -> rapport.customer.v1.LookupCustomersResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_rapport_customer_v1_customer_proto_init() }
@@ -540,13 +685,17 @@ func file_rapport_customer_v1_customer_proto_init() {
 	if File_rapport_customer_v1_customer_proto != nil {
 		return
 	}
+	file_rapport_customer_v1_customer_proto_msgTypes[6].OneofWrappers = []any{
+		(*LookupCustomersRequest_Email)(nil),
+		(*LookupCustomersRequest_Phone)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rapport_customer_v1_customer_proto_rawDesc), len(file_rapport_customer_v1_customer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CustomerService_CreateCustomer_FullMethodName = "/rapport.customer.v1.CustomerService/CreateCustomer"
-	CustomerService_GetCustomer_FullMethodName    = "/rapport.customer.v1.CustomerService/GetCustomer"
-	CustomerService_ListCustomers_FullMethodName  = "/rapport.customer.v1.CustomerService/ListCustomers"
-	CustomerService_UpdateCustomer_FullMethodName = "/rapport.customer.v1.CustomerService/UpdateCustomer"
+	CustomerService_CreateCustomer_FullMethodName  = "/rapport.customer.v1.CustomerService/CreateCustomer"
+	CustomerService_GetCustomer_FullMethodName     = "/rapport.customer.v1.CustomerService/GetCustomer"
+	CustomerService_ListCustomers_FullMethodName   = "/rapport.customer.v1.CustomerService/ListCustomers"
+	CustomerService_UpdateCustomer_FullMethodName  = "/rapport.customer.v1.CustomerService/UpdateCustomer"
+	CustomerService_LookupCustomers_FullMethodName = "/rapport.customer.v1.CustomerService/LookupCustomers"
 )
 
 // CustomerServiceClient is the client API for CustomerService service.
@@ -39,6 +40,10 @@ type CustomerServiceClient interface {
 	ListCustomers(ctx context.Context, in *ListCustomersRequest, opts ...grpc.CallOption) (*ListCustomersResponse, error)
 	// UpdateCustomer changes the fields named in update_mask.
 	UpdateCustomer(ctx context.Context, in *UpdateCustomerRequest, opts ...grpc.CallOption) (*Customer, error)
+	// LookupCustomers finds the caller's tenant's customers by exact email or
+	// phone. The value travels in the body, never in the URL, because it is
+	// personal data. Emails match without regard to case.
+	LookupCustomers(ctx context.Context, in *LookupCustomersRequest, opts ...grpc.CallOption) (*LookupCustomersResponse, error)
 }
 
 type customerServiceClient struct {
@@ -89,6 +94,16 @@ func (c *customerServiceClient) UpdateCustomer(ctx context.Context, in *UpdateCu
 	return out, nil
 }
 
+func (c *customerServiceClient) LookupCustomers(ctx context.Context, in *LookupCustomersRequest, opts ...grpc.CallOption) (*LookupCustomersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupCustomersResponse)
+	err := c.cc.Invoke(ctx, CustomerService_LookupCustomers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CustomerServiceServer is the server API for CustomerService service.
 // All implementations must embed UnimplementedCustomerServiceServer
 // for forward compatibility.
@@ -103,6 +118,10 @@ type CustomerServiceServer interface {
 	ListCustomers(context.Context, *ListCustomersRequest) (*ListCustomersResponse, error)
 	// UpdateCustomer changes the fields named in update_mask.
 	UpdateCustomer(context.Context, *UpdateCustomerRequest) (*Customer, error)
+	// LookupCustomers finds the caller's tenant's customers by exact email or
+	// phone. The value travels in the body, never in the URL, because it is
+	// personal data. Emails match without regard to case.
+	LookupCustomers(context.Context, *LookupCustomersRequest) (*LookupCustomersResponse, error)
 	mustEmbedUnimplementedCustomerServiceServer()
 }
 
@@ -124,6 +143,9 @@ func (UnimplementedCustomerServiceServer) ListCustomers(context.Context, *ListCu
 }
 func (UnimplementedCustomerServiceServer) UpdateCustomer(context.Context, *UpdateCustomerRequest) (*Customer, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateCustomer not implemented")
+}
+func (UnimplementedCustomerServiceServer) LookupCustomers(context.Context, *LookupCustomersRequest) (*LookupCustomersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupCustomers not implemented")
 }
 func (UnimplementedCustomerServiceServer) mustEmbedUnimplementedCustomerServiceServer() {}
 func (UnimplementedCustomerServiceServer) testEmbeddedByValue()                         {}
@@ -218,6 +240,24 @@ func _CustomerService_UpdateCustomer_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CustomerService_LookupCustomers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupCustomersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).LookupCustomers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_LookupCustomers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).LookupCustomers(ctx, req.(*LookupCustomersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CustomerService_ServiceDesc is the grpc.ServiceDesc for CustomerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +280,10 @@ var CustomerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateCustomer",
 			Handler:    _CustomerService_UpdateCustomer_Handler,
+		},
+		{
+			MethodName: "LookupCustomers",
+			Handler:    _CustomerService_LookupCustomers_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
