@@ -49,6 +49,7 @@ const (
 	ruleNATSReplicas  = "nats-replicas"     // prod: RAPPORT_NATS_REPLICAS=3
 	ruleImage         = "image"             // one pinned image everywhere
 	ruleConfigRef     = "configmap-ref"     // envFrom names a rendered ConfigMap
+	ruleDatabaseURL   = "database-url"      // RAPPORT_DATABASE_URL from a Secret
 	ruleDefaultDeny   = "default-deny"      // a default-deny NetworkPolicy
 	ruleNoSecrets     = "no-secrets"        // no Secret values committed
 	ruleServiceSel    = "service-selector"  // a Service selects pods and ports
@@ -174,6 +175,7 @@ func check(dir string, opts checkOptions) ([]finding, *rendered) {
 	for _, j := range r.Jobs {
 		r.checkPodSecurity("Job/"+j.Name, &j.Spec.Template)
 		r.checkEnvFrom("Job/"+j.Name, j.Namespace, j.Spec.Template.Spec.Containers)
+		r.checkDatabaseURL("Job/"+j.Name, j.Namespace, j.Spec.Template.Spec.Containers)
 	}
 	r.checkImages()
 	r.checkDefaultDeny()
@@ -209,6 +211,7 @@ func (r *rendered) checkDeployment(d *appsv1.Deployment, opts checkOptions) {
 		r.checkContainer(obj, d.Namespace, &spec.Containers[i], spec.TerminationGracePeriodSeconds, opts)
 	}
 	r.checkEnvFrom(obj, d.Namespace, spec.Containers)
+	r.checkDatabaseURL(obj, d.Namespace, spec.Containers)
 
 	// A PDB with maxUnavailable 1 selects the pods.
 	var pdbs []string
@@ -354,6 +357,22 @@ func (r *rendered) checkEnvFrom(obj, ns string, cs []corev1.Container) {
 			if ref := ef.ConfigMapRef; ref != nil && !deref(ref.Optional) && r.configMap(ns, ref.Name) == nil {
 				r.fail(obj, ruleConfigRef, "container %s: envFrom ConfigMap %q is not rendered", c.Name, ref.Name)
 			}
+		}
+	}
+}
+
+// checkDatabaseURL: every process needs Postgres, the gateway included
+// (each one verifies API keys against the "access" schema), and reads its URL
+// from a Secret. Unset, the binary would fall back to its laptop default on
+// 127.0.0.1 and fail at start, which -verify-config cannot see.
+func (r *rendered) checkDatabaseURL(obj, ns string, cs []corev1.Container) {
+	for i := range cs {
+		c := &cs[i]
+		switch v, ok := r.env(ns, c)["RAPPORT_DATABASE_URL"]; {
+		case !ok:
+			r.fail(obj+" container "+c.Name, ruleDatabaseURL, "no RAPPORT_DATABASE_URL; every process opens the \"access\" schema (API keys)")
+		case v.from == nil || v.from.SecretKeyRef == nil:
+			r.fail(obj+" container "+c.Name, ruleDatabaseURL, "RAPPORT_DATABASE_URL is not from a secretKeyRef; the URL carries the password")
 		}
 	}
 }

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,8 @@ import (
 // TestK8S01 is RELIABILITY.md K8S-01: every overlay, rendered as `kubectl
 // kustomize` renders it, decodes strictly, passes Pod Security "restricted"
 // and keeps the §1.10 lifecycle rules. testdata/with-migrate is the prod
-// overlay with the optional migrate Job enabled.
+// overlay with the optional migrate Job enabled; testdata/with-tracing is
+// the dev overlay with the optional tracing component.
 func TestK8S01(t *testing.T) {
 	entries, err := os.ReadDir("k8s/overlays")
 	if err != nil {
@@ -34,7 +36,7 @@ func TestK8S01(t *testing.T) {
 			t.Fatalf("overlay %s is missing (found %v)", want, dirs)
 		}
 	}
-	dirs = append(dirs, "testdata/with-migrate")
+	dirs = append(dirs, "testdata/with-migrate", "testdata/with-tracing")
 	for _, dir := range dirs {
 		t.Run(dir, func(t *testing.T) {
 			t.Parallel()
@@ -91,6 +93,8 @@ func TestK8S01BadFixture(t *testing.T) {
 		{"Deployment/bad-memlimit container rapport", ruleProbePort, "livenessProbe grpc port 9090"},
 		{"Deployment/bad-memlimit", ruleConfigRef, `"rapport-config" is not rendered`},
 		{"Deployment/bad-memlimit", rulePDB, "want maxUnavailable: 1"},
+		{"Deployment/bad container rapport", ruleDatabaseURL, "no RAPPORT_DATABASE_URL"},
+		{"Deployment/bad-memlimit container rapport", ruleDatabaseURL, "not from a secretKeyRef"},
 		{"Service/bad-selector", ruleServiceSel, "matches no Deployment"},
 		{"Service/bad-port-type", ruleDecode, "cannot unmarshal string"},
 		{"Secret/rapport-database", ruleNoSecrets, "Secret is rendered"},
@@ -109,12 +113,21 @@ func TestK8S01BadFixture(t *testing.T) {
 // TestK8S01NetworkFlows: with the default deny, exactly Rapport's flows are
 // open, in every overlay.
 func TestK8S01NetworkFlows(t *testing.T) {
-	for _, dir := range []string{"k8s/overlays/dev", "k8s/overlays/prod", "testdata/with-migrate"} {
+	for _, dir := range []string{"k8s/overlays/dev", "k8s/overlays/prod", "testdata/with-migrate", "testdata/with-tracing"} {
 		t.Run(dir, func(t *testing.T) {
 			t.Parallel()
 			findings, r := check(dir, checkOptions{})
 			if len(findings) > 0 {
 				t.Fatalf("%s does not pass K8S-01: %v", dir, findings)
+			}
+			// The tracing component must reach every target; otherwise the
+			// collector flows below would be checked only as closed.
+			if strings.HasSuffix(dir, "with-tracing") {
+				for _, d := range r.Deployments {
+					if _, ok := otlpPort(r, d.Namespace, &d.Spec.Template.Spec.Containers[0]); !ok {
+						t.Errorf("Deployment/%s: OTEL_EXPORTER_OTLP_ENDPOINT not set with the tracing component", d.Name)
+					}
+				}
 			}
 			for _, f := range networkFlows(r) {
 				if got := allowed(r.Policies, f.src, f.dst, f.port, f.proto); got != f.want {
@@ -127,7 +140,8 @@ func TestK8S01NetworkFlows(t *testing.T) {
 
 // TestK8S01NetworkFlowsNegative: the evaluator can fail. Without the default
 // deny a stray pod is open to anyone; without allow-grpc-internal the
-// gateway cannot reach the customer service.
+// gateway cannot reach the customer service; without allow-postgres-egress
+// it cannot reach Postgres; without allow-otlp-egress no span leaves.
 func TestK8S01NetworkFlowsNegative(t *testing.T) {
 	t.Parallel()
 	_, r := check("k8s/overlays/prod", checkOptions{Prod: true})
@@ -145,6 +159,13 @@ func TestK8S01NetworkFlowsNegative(t *testing.T) {
 	if allowed(r.Policies, internet, pods["customer"], 9090, corev1.ProtocolTCP) {
 		t.Fatal("internet → customer:9090 allowed with every policy")
 	}
+	postgres := endpoint{Name: "postgres", External: true}
+	if !allowed(r.Policies, pods["gateway"], postgres, 5432, corev1.ProtocolTCP) {
+		t.Fatal("gateway → postgres:5432 denied with every policy")
+	}
+	if allowed(without("allow-postgres-egress"), pods["gateway"], postgres, 5432, corev1.ProtocolTCP) {
+		t.Error("gateway → postgres:5432 still allowed without allow-postgres-egress")
+	}
 	// Rapport's pods are each selected by some allow; the default deny is
 	// what closes any other pod in the namespace.
 	stray := endpoint{Name: "stray", Namespace: pods["gateway"].Namespace, Labels: map[string]string{"app": "debug"}}
@@ -153,6 +174,17 @@ func TestK8S01NetworkFlowsNegative(t *testing.T) {
 	}
 	if !allowed(without("default-deny"), internet, stray, 80, corev1.ProtocolTCP) {
 		t.Error("internet → stray pod:80 still denied without default-deny")
+	}
+
+	_, rt := check("testdata/with-tracing", checkOptions{})
+	tp := podEndpoints(rt)
+	collector := endpoint{Name: "otel-collector", External: true}
+	if !allowed(rt.Policies, tp["gateway"], collector, 4317, corev1.ProtocolTCP) {
+		t.Fatal("with tracing: gateway → collector:4317 denied with every policy")
+	}
+	withoutOTLP := slices.DeleteFunc(slices.Clone(rt.Policies), func(p *networkingv1.NetworkPolicy) bool { return p.Name == "allow-otlp-egress" })
+	if allowed(withoutOTLP, tp["gateway"], collector, 4317, corev1.ProtocolTCP) {
+		t.Error("with tracing: gateway → collector:4317 still allowed without allow-otlp-egress")
 	}
 }
 
@@ -170,6 +202,10 @@ func networkFlows(r *rendered) []flow {
 	internet := endpoint{Name: "internet", External: true}
 	postgres := endpoint{Name: "postgres", External: true}
 	idp := endpoint{Name: "identity-provider", External: true}
+	// An OTLP collector in another namespace; pod-to-pod, so both the
+	// egress and the (unrestricted) ingress side are evaluated.
+	collector := endpoint{Name: "otel-collector", Namespace: "observability",
+		Labels: map[string]string{"app.kubernetes.io/name": "opentelemetry-collector"}}
 	ingress := endpoint{Name: "ingress-controller", Namespace: "ingress-nginx",
 		Labels: map[string]string{"app.kubernetes.io/name": "ingress-nginx"}}
 	monitoring := endpoint{Name: "prometheus", Namespace: "monitoring",
@@ -189,8 +225,8 @@ func networkFlows(r *rendered) []flow {
 		{ingress, pods["gateway"], 8080, tcp, true},
 		{internet, pods["gateway"], 9090, tcp, false},
 		{pods["customer"], pods["gateway"], 9090, tcp, false},
-		{pods["gateway"], postgres, 5432, tcp, false},
 		{pods["gateway"], nats(0), 4222, tcp, false},
+		{pods["gateway"], internet, 4222, tcp, false},
 		{nats(0), nats(1), 6222, tcp, true},
 		{nats(0), idp, 443, tcp, false},
 		{monitoring, nats(0), 8222, tcp, true},
@@ -203,15 +239,23 @@ func networkFlows(r *rendered) []flow {
 			flow{p, dns, 53, udp, true},
 			flow{p, dns, 53, tcp, true},
 			flow{p, idp, 443, tcp, true},
+			// Every process verifies API keys against the "access" schema.
+			flow{p, postgres, 5432, tcp, true},
 			flow{monitoring, p, 8080, tcp, true},
 			flow{otherNS, p, 9090, tcp, false},
 		)
+		// Spans reach the collector exactly when an endpoint is configured
+		// (the tracing component); the default deny closes it otherwise.
+		port, on := otlpPort(r, p.Namespace, deploymentContainer(r, name))
+		if !on {
+			port = 4317
+		}
+		fs = append(fs, flow{p, collector, port, tcp, on})
 	}
 	for _, name := range services {
 		p := pods[name]
 		fs = append(fs,
 			flow{pods["gateway"], p, 9090, tcp, true},
-			flow{p, postgres, 5432, tcp, true},
 			flow{p, nats(0), 4222, tcp, true},
 			flow{internet, p, 9090, tcp, false},
 			flow{internet, p, 8080, tcp, false},
@@ -226,10 +270,39 @@ func networkFlows(r *rendered) []flow {
 		fs = append(fs,
 			flow{m, postgres, 5432, tcp, true},
 			flow{m, dns, 53, udp, true},
+			flow{m, nats(0), 4222, tcp, false},
+			flow{m, collector, 4317, tcp, false},
 			flow{internet, m, 8080, tcp, false},
 		)
 	}
 	return fs
+}
+
+// deploymentContainer is the rapport container of Deployment name.
+func deploymentContainer(r *rendered, name string) *corev1.Container {
+	for _, d := range r.Deployments {
+		if d.Name == name {
+			return &d.Spec.Template.Spec.Containers[0]
+		}
+	}
+	return &corev1.Container{}
+}
+
+// otlpPort is the port of the container's OTEL_EXPORTER_OTLP_ENDPOINT (4317
+// when the URL names none), and whether one is set.
+func otlpPort(r *rendered, ns string, c *corev1.Container) (int32, bool) {
+	v := r.env(ns, c)["OTEL_EXPORTER_OTLP_ENDPOINT"].value
+	if v == "" {
+		return 0, false
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(u.Port(), 10, 32); err == nil {
+		return int32(n), true
+	}
+	return 4317, true
 }
 
 // TestNATSValues checks deploy/k8s/nats/nats-values.yaml against
