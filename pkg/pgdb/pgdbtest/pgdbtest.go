@@ -118,15 +118,12 @@ func NewPool(tb testing.TB, spec Spec) *pgxpool.Pool {
 	return Pool(tb, NewDatabase(tb, spec), spec.Schema)
 }
 
-// Pool opens a pool on dbURL bound to schema, closed when the test ends.
+// Pool opens a pool on dbURL bound to schema, closed when the test ends
+// (see Open and ClosePool: a connection never released fails the test
+// instead of hanging it).
 func Pool(tb testing.TB, dbURL, schema string) *pgxpool.Pool {
 	tb.Helper()
-	pool, err := pgdb.Open(context.Background(), pgdb.Config{URL: dbURL, Schema: schema})
-	if err != nil {
-		tb.Fatalf("pgdbtest: %v", err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
+	return Open(tb, pgdb.Config{URL: dbURL, Schema: schema})
 }
 
 // templateName hashes the schema names and every migration file, platform
