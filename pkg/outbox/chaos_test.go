@@ -232,7 +232,14 @@ func TestOUTBOX02(t *testing.T) {
 		go func() { done <- naive.run(ctx) }()
 		t.Cleanup(func() {
 			cancel()
-			require.NoError(t, <-done)
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(waitFor):
+				// Fail rather than hang: the pool's Close, next, would
+				// wait for its connection.
+				t.Errorf("the naive relay did not stop within %s:\n%s", waitFor, goroutinesIn("outbox.(*cursorRelay)"))
+			}
 		})
 
 		load.prepare(t, b.pool)

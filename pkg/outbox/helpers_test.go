@@ -1,10 +1,13 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,12 +76,13 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 	return b
 }
 
+// openPool opens a pool on the test's database, closed when the test ends
+// (after the relays started on it stop: cleanups run last-in first-out). A
+// connection never given back fails the test with where it was acquired
+// instead of hanging it (pgdbtest.ClosePool).
 func openPool(t testing.TB, dbURL string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgdb.Open(context.Background(), pgdb.Config{URL: dbURL, Schema: testSchema, MaxConns: maxConns})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return pool
+	return pgdbtest.Open(t, pgdb.Config{URL: dbURL, Schema: testSchema, MaxConns: maxConns})
 }
 
 func (b *testBundle) ensureStream(t testing.TB) jetstream.Stream {
@@ -127,9 +131,27 @@ func (rr *runningRelay) stop(t testing.TB) error {
 		}
 		return err
 	case <-time.After(waitFor):
-		t.Errorf("relay did not stop within %s", waitFor)
+		// Its pool's Close would wait for the connection it holds: say
+		// where it is stuck.
+		t.Errorf("relay did not stop within %s; relay goroutines:\n%s", waitFor, goroutinesIn("outbox.(*Relay)"))
 		return nil
 	}
+}
+
+// goroutinesIn returns the stacks of the goroutines with a frame whose
+// function name contains fn.
+func goroutinesIn(fn string) string {
+	var buf bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&buf, 2); err != nil {
+		return err.Error()
+	}
+	var out strings.Builder
+	for g := range strings.SplitSeq(buf.String(), "\n\n") {
+		if strings.Contains(g, fn) {
+			out.WriteString(g + "\n\n")
+		}
+	}
+	return out.String()
 }
 
 // testEvent is a valid event of aggregate widget/<aggregateID>.
