@@ -1,0 +1,37 @@
+-- name: ContactSettingsLock :one
+-- The per-customer lock: every consent change and every recorded touch of
+-- the customer takes it first. Also reads the customer's time zone.
+SELECT s.tenant_id, s.customer_id, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
+       s.preferred_channels, s.preferences_update_time, c.time_zone
+FROM contact_settings s
+JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id
+WHERE s.tenant_id = @tenant_id AND s.customer_id = @customer_id
+FOR UPDATE OF s;
+
+-- name: ContactSettingsCreate :execrows
+-- Creates the settings row of an existing customer; no row for an unknown one.
+INSERT INTO contact_settings (tenant_id, customer_id, create_time)
+SELECT c.tenant_id, c.id, @now::timestamptz
+FROM customers c
+WHERE c.tenant_id = @tenant_id AND c.id = @customer_id
+ON CONFLICT (tenant_id, customer_id) DO NOTHING;
+
+-- name: ContactSettingsGet :one
+-- Reads without locking. The customer row decides existence; the settings
+-- columns are NULL while the customer has none.
+SELECT c.time_zone, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
+       s.preferred_channels, s.preferences_update_time
+FROM customers c
+LEFT JOIN contact_settings s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
+WHERE c.tenant_id = @tenant_id AND c.id = @customer_id;
+
+-- name: ContactSettingsBumpConsentVersion :one
+UPDATE contact_settings SET consent_version = consent_version + 1
+WHERE tenant_id = @tenant_id AND customer_id = @customer_id
+RETURNING consent_version;
+
+-- name: ContactSettingsUpdatePreferences :exec
+UPDATE contact_settings
+SET quiet_start_minute = sqlc.narg(quiet_start_minute), quiet_end_minute = sqlc.narg(quiet_end_minute),
+    preferred_channels = @preferred_channels, preferences_update_time = @now::timestamptz
+WHERE tenant_id = @tenant_id AND customer_id = @customer_id;
