@@ -1,6 +1,7 @@
 // Package profile owns customer profiles: what a profile holds, which fields
 // a client may change, and how each change is recorded with its event in one
-// transaction. It knows neither protobuf transport nor SQL rows.
+// transaction. It knows neither protobuf transport nor SQL rows, nor how
+// personal fields are protected at rest (the store seals and opens them).
 package profile
 
 import (
@@ -32,7 +33,7 @@ const (
 // ErrNotFound means no such customer in the tenant.
 var ErrNotFound = errors.New("customer not found")
 
-// Customer is a profile as the domain sees it.
+// Customer is a profile as the domain sees it, personal fields in clear.
 type Customer struct {
 	TenantID    uuid.UUID
 	ID          uuid.UUID
@@ -45,6 +46,11 @@ type Customer struct {
 	Version     int64
 	CreateTime  time.Time
 	UpdateTime  time.Time
+	// Erased means the customer's personal data was destroyed (the GDPR
+	// erase): DisplayName, Email and Phone are empty and can never be read
+	// again. An erased customer is forgotten: Get, Update and Lookup do not
+	// find it, and lists leave it out.
+	Erased bool
 }
 
 // FieldError is a rule the profile itself enforces (beyond the request
@@ -86,7 +92,12 @@ type Repository interface {
 	// Update writes c if its Version is still current and returns the row
 	// with the next version; ErrNotFound otherwise.
 	Update(ctx context.Context, db DB, c Customer) (Customer, error)
+	// List returns a page in id order, erased customers included (marked),
+	// so paging counts every row.
 	List(ctx context.Context, db DB, q ListQuery) ([]Customer, error)
+	// Lookup returns the customers whose email (or phone) equals q's,
+	// newest first, at most q.Limit, erased ones never.
+	Lookup(ctx context.Context, db DB, q LookupQuery) ([]Customer, error)
 }
 
 // ListQuery selects one page of a tenant's customers, newest first.
@@ -94,6 +105,16 @@ type ListQuery struct {
 	TenantID uuid.UUID
 	BeforeID uuid.UUID // zero: from the newest
 	Tag      string    // empty: any
+	Limit    int
+}
+
+// LookupQuery finds a tenant's customers by one exact contact value. Emails
+// match without regard to case or surrounding space, phones by their E.164
+// digits.
+type LookupQuery struct {
+	TenantID uuid.UUID
+	Email    string // exactly one of Email and Phone
+	Phone    string
 	Limit    int
 }
 
@@ -138,9 +159,29 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, c Customer) (Customer, 
 	return created, nil
 }
 
-// Get returns one profile of the tenant.
+// Get returns one profile of the tenant; an erased one is not found.
 func (s *Service) Get(ctx context.Context, db DB, tenantID, id uuid.UUID) (Customer, error) {
-	return s.repo.Get(ctx, db, tenantID, id, false)
+	c, err := s.repo.Get(ctx, db, tenantID, id, false)
+	if err != nil {
+		return Customer{}, err
+	}
+	if c.Erased {
+		return Customer{}, ErrNotFound
+	}
+	return c, nil
+}
+
+// Lookup returns the tenant's customers with q's email or phone.
+func (s *Service) Lookup(ctx context.Context, db DB, q LookupQuery) ([]Customer, error) {
+	switch {
+	case q.Email == "" && q.Phone == "":
+		return nil, &FieldError{Field: "email", Reason: "an email or a phone is required"}
+	case q.Email != "" && q.Phone != "":
+		return nil, &FieldError{Field: "phone", Reason: "give an email or a phone, not both"}
+	case q.Limit <= 0:
+		return nil, errors.New("lookup: limit must be positive")
+	}
+	return s.repo.Lookup(ctx, db, q)
 }
 
 // List returns a page of the tenant's profiles.
@@ -155,6 +196,9 @@ func (s *Service) Update(ctx context.Context, tx pgx.Tx, patch Customer, paths [
 	cur, err := s.repo.Get(ctx, tx, patch.TenantID, patch.ID, true)
 	if err != nil {
 		return Customer{}, err
+	}
+	if cur.Erased {
+		return Customer{}, ErrNotFound
 	}
 	next := cur
 	var changed []string

@@ -1,6 +1,12 @@
 // Package server is the customer service's gRPC transport: it turns requests
 // into profile calls inside a transaction (claiming the request id there),
 // and domain results and errors into responses and statuses.
+//
+// Idempotency records hold personal data in two places, and neither is
+// stored in clear: the request's fingerprint is a keyed PRF of the request
+// under the tenant's key (a plain hash would let a table reader confirm a
+// guessed email), and the stored response is sealed with the customer's own
+// key (so erasing the customer shreds it too).
 package server
 
 import (
@@ -18,11 +24,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 )
 
@@ -30,6 +38,9 @@ import (
 const (
 	defaultPageSize = 50
 	maxPageSize     = 500
+	// maxLookupResults bounds LookupCustomers; more customers sharing one
+	// email or phone is not a lookup any more.
+	maxLookupResults = 100
 )
 
 // Server implements customerv1.CustomerServiceServer.
@@ -37,11 +48,13 @@ type Server struct {
 	customerv1.UnimplementedCustomerServiceServer
 	pool     *pgxpool.Pool
 	profiles *profile.Service
+	sealer   *pii.Sealer
 }
 
-// New returns a Server.
-func New(pool *pgxpool.Pool, profiles *profile.Service) *Server {
-	return &Server{pool: pool, profiles: profiles}
+// New returns a Server; sealer protects the personal data in idempotency
+// records.
+func New(pool *pgxpool.Pool, profiles *profile.Service, sealer *pii.Sealer) *Server {
+	return &Server{pool: pool, profiles: profiles, sealer: sealer}
 }
 
 // caller is who is calling: the tenant and the principal from the verified
@@ -67,12 +80,12 @@ func (s *Server) CreateCustomer(ctx context.Context, req *customerv1.CreateCusto
 	c.TenantID = tenant
 	key := idem.Key{TenantID: tenant.String(), Principal: subject,
 		Method: customerv1.CustomerService_CreateCustomer_FullMethodName, RequestID: req.GetRequestId()}
-	return idem.Do(ctx, s.pool, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.Customer, error) {
+	return s.idempotent(ctx, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (profile.Customer, error) {
 		created, err := s.profiles.Create(ctx, tx, c)
 		if err != nil {
-			return nil, toStatus(err, "customer.")
+			return profile.Customer{}, toStatus(err, "customer.")
 		}
-		return toProto(created), nil
+		return created, nil
 	})
 }
 
@@ -122,6 +135,9 @@ func (s *Server) ListCustomers(ctx context.Context, req *customerv1.ListCustomer
 		resp.NextPageToken = encodePageToken(rows[len(rows)-1].ID, req)
 	}
 	for _, c := range rows {
+		if c.Erased {
+			continue // forgotten; the page may come out shorter
+		}
 		resp.Customers = append(resp.Customers, toProto(c))
 	}
 	return resp, nil
@@ -144,13 +160,129 @@ func (s *Server) UpdateCustomer(ctx context.Context, req *customerv1.UpdateCusto
 	patch.TenantID, patch.ID = tenant, id
 	key := idem.Key{TenantID: tenant.String(), Principal: subject,
 		Method: customerv1.CustomerService_UpdateCustomer_FullMethodName, RequestID: req.GetRequestId()}
-	return idem.Do(ctx, s.pool, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.Customer, error) {
+	return s.idempotent(ctx, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (profile.Customer, error) {
 		updated, err := s.profiles.Update(ctx, tx, patch, paths)
 		if err != nil {
-			return nil, toStatus(err, "customer.")
+			return profile.Customer{}, toStatus(err, "customer.")
 		}
-		return toProto(updated), nil
+		return updated, nil
 	})
+}
+
+func (s *Server) LookupCustomers(ctx context.Context, req *customerv1.LookupCustomersRequest) (*customerv1.LookupCustomersResponse, error) {
+	tenant, _, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	found, err := s.profiles.Lookup(ctx, s.pool, profile.LookupQuery{
+		TenantID: tenant, Email: req.GetEmail(), Phone: req.GetPhone(), Limit: maxLookupResults})
+	if err != nil {
+		return nil, toStatus(err, "")
+	}
+	resp := &customerv1.LookupCustomersResponse{}
+	for _, c := range found {
+		resp.Customers = append(resp.Customers, toProto(c))
+	}
+	return resp, nil
+}
+
+// idempotent runs fn once per request id (idem.Do) and returns the profile
+// it made, or on a retry the first response. What idem stores is sealed: a
+// keyed fingerprint of req instead of req, and the response sealed for the
+// customer it describes.
+func (s *Server) idempotent(ctx context.Context, tenant uuid.UUID, key idem.Key, req proto.Message,
+	fn func(ctx context.Context, tx pgx.Tx) (profile.Customer, error),
+) (*customerv1.Customer, error) {
+	var (
+		fingerprint proto.Message = &wrapperspb.BytesValue{}
+		fresh       *customerv1.Customer
+	)
+	if key.RequestID != "" {
+		// Also creates the tenant's keys on first use, outside the
+		// transaction below.
+		fp, err := s.fingerprint(ctx, tenant, req)
+		if err != nil {
+			return nil, err
+		}
+		fingerprint = fp
+	}
+	stored, err := idem.Do(ctx, s.pool, key, fingerprint, func(ctx context.Context, tx pgx.Tx) (*wrapperspb.BytesValue, error) {
+		c, err := fn(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		fresh = toProto(c)
+		if key.RequestID == "" {
+			return &wrapperspb.BytesValue{}, nil // nothing is stored
+		}
+		return s.sealResponse(ctx, tx, tenant, c.ID, fresh)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if fresh != nil {
+		return fresh, nil
+	}
+	return s.openResponse(ctx, tenant, stored)
+}
+
+// fingerprint stands in for req in the idempotency record: the tenant's
+// keyed PRF of the request without its request_id. Equal requests still
+// match and different ones still differ, which is all idem compares.
+func (s *Server) fingerprint(ctx context.Context, tenant uuid.UUID, req proto.Message) (*wrapperspb.BytesValue, error) {
+	t, err := s.sealer.Tenant(ctx, s.pool, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("request fingerprint: %w", err)
+	}
+	m := proto.Clone(req)
+	if fd := m.ProtoReflect().Descriptor().Fields().ByName("request_id"); fd != nil {
+		m.ProtoReflect().Clear(fd)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("request fingerprint: %w", err)
+	}
+	fp, err := t.Fingerprint("idempotent-request", b)
+	if err != nil {
+		return nil, fmt.Errorf("request fingerprint: %w", err)
+	}
+	return wrapperspb.Bytes(fp), nil
+}
+
+// sealResponse seals a response for storage: the customer's id, then the
+// response sealed with that customer's key.
+func (s *Server) sealResponse(ctx context.Context, tx pgx.Tx, tenant, customerID uuid.UUID, c *customerv1.Customer) (*wrapperspb.BytesValue, error) {
+	b, err := proto.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("seal response: %w", err)
+	}
+	ct, err := s.sealer.Seal(ctx, tx, tenant, customerID, pii.StoredResponse, b)
+	if err != nil {
+		return nil, fmt.Errorf("seal response: %w", err)
+	}
+	return wrapperspb.Bytes(append(customerID[:], ct...)), nil
+}
+
+// openResponse opens a stored response. Once the customer is erased it is
+// gone with the rest of their data, and the retry is told not found.
+func (s *Server) openResponse(ctx context.Context, tenant uuid.UUID, stored *wrapperspb.BytesValue) (*customerv1.Customer, error) {
+	v := stored.GetValue()
+	if len(v) < len(uuid.UUID{}) {
+		return nil, errors.New("stored response is not sealed")
+	}
+	customerID, _ := uuid.FromBytes(v[:len(uuid.UUID{})])
+	b, err := s.sealer.Open(ctx, s.pool, tenant, customerID, pii.StoredResponse, v[len(uuid.UUID{}):])
+	if errors.Is(err, pii.ErrKeyDestroyed) {
+		return nil, grpcx.NotFound("customer")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stored response: %w", err)
+	}
+	c := &customerv1.Customer{}
+	if err := proto.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("decode stored response: %w", err)
+	}
+	return c, nil
 }
 
 // maskPaths checks an update mask against the fields clients may change.

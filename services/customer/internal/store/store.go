@@ -1,5 +1,8 @@
 // Package store keeps customer profiles in the customer schema. sqlc rows
-// never leave it: every method returns domain types.
+// never leave it: every method returns domain types. Personal fields leave
+// it only in clear and enter the database only sealed: the store seals on
+// write and opens on read through the pii.Sealer, so no ciphertext, blind
+// index or key reaches the domain, and no plaintext reaches a row.
 package store
 
 import (
@@ -11,28 +14,47 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/rapporthq/rapport/pkg/pgdb"
+	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 	"github.com/rapporthq/rapport/services/customer/internal/store/dbgen"
 )
 
 // Store implements profile.Repository.
-type Store struct{ q *dbgen.Queries }
+type Store struct {
+	q   *dbgen.Queries
+	pii *pii.Sealer
+}
 
-// New returns a Store.
-func New() *Store { return &Store{q: dbgen.New()} }
+// New returns a Store sealing personal fields with sealer.
+func New(sealer *pii.Sealer) *Store { return &Store{q: dbgen.New(), pii: sealer} }
 
 var _ profile.Repository = (*Store)(nil)
 
-// Insert stores a new profile.
+// Insert stores a new profile with a fresh data key of its own, in db's
+// transaction: the key row and the customer row commit together or not at
+// all.
 func (s *Store) Insert(ctx context.Context, db profile.DB, c profile.Customer) (profile.Customer, error) {
+	t, err := s.pii.Tenant(ctx, db, c.TenantID)
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("insert customer: %w", err)
+	}
+	key, err := t.NewCustomerKey(ctx, db, c.ID)
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("insert customer: %w", err)
+	}
+	f, err := seal(t, key, c)
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("insert customer: %w", err)
+	}
 	row, err := s.q.CustomerInsert(ctx, db, dbgen.CustomerInsertParams{
-		TenantID: c.TenantID, ID: c.ID, DisplayName: c.DisplayName, Email: c.Email, Phone: c.Phone,
+		TenantID: c.TenantID, ID: c.ID, DisplayNameSealed: f.displayName, EmailSealed: f.email,
+		PhoneSealed: f.phone, EmailBidx: f.emailBidx, PhoneBidx: f.phoneBidx,
 		Locale: c.Locale, TimeZone: c.TimeZone, Tags: c.Tags, Now: c.CreateTime,
 	})
 	if err != nil {
 		return profile.Customer{}, interpret("insert customer", err)
 	}
-	return fromRow(row), nil
+	return withPersonal(fromRow(row), c), nil
 }
 
 // Get returns one profile, locked for update if asked.
@@ -49,19 +71,40 @@ func (s *Store) Get(ctx context.Context, db profile.DB, tenantID, id uuid.UUID, 
 	if err != nil {
 		return profile.Customer{}, interpret("get customer", err)
 	}
-	return fromRow(row), nil
+	out, err := s.open(ctx, db, tenantID, []dbgen.Customer{row})
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("get customer: %w", err)
+	}
+	return out[0], nil
 }
 
-// Update writes c if c.Version is current.
+// Update writes c if c.Version is current, sealing every personal field
+// afresh under the customer's key.
 func (s *Store) Update(ctx context.Context, db profile.DB, c profile.Customer) (profile.Customer, error) {
+	t, err := s.pii.LoadTenant(ctx, db, c.TenantID)
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("update customer: %w", err)
+	}
+	key, err := s.pii.CustomerKey(ctx, db, c.TenantID, c.ID)
+	if errors.Is(err, pii.ErrKeyDestroyed) {
+		return profile.Customer{}, profile.ErrNotFound
+	}
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("update customer: %w", err)
+	}
+	f, err := seal(t, key, c)
+	if err != nil {
+		return profile.Customer{}, fmt.Errorf("update customer: %w", err)
+	}
 	row, err := s.q.CustomerUpdate(ctx, db, dbgen.CustomerUpdateParams{
-		TenantID: c.TenantID, ID: c.ID, Version: c.Version, DisplayName: c.DisplayName, Email: c.Email,
-		Phone: c.Phone, Locale: c.Locale, TimeZone: c.TimeZone, Tags: c.Tags, Now: c.UpdateTime,
+		TenantID: c.TenantID, ID: c.ID, Version: c.Version, DisplayNameSealed: f.displayName,
+		EmailSealed: f.email, PhoneSealed: f.phone, EmailBidx: f.emailBidx, PhoneBidx: f.phoneBidx,
+		Locale: c.Locale, TimeZone: c.TimeZone, Tags: c.Tags, Now: c.UpdateTime,
 	})
 	if err != nil {
 		return profile.Customer{}, interpret("update customer", err)
 	}
-	return fromRow(row), nil
+	return withPersonal(fromRow(row), c), nil
 }
 
 // List returns one page.
@@ -77,23 +120,187 @@ func (s *Store) List(ctx context.Context, db profile.DB, q profile.ListQuery) ([
 	if err != nil {
 		return nil, interpret("list customers", err)
 	}
-	out := make([]profile.Customer, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
+	out, err := s.open(ctx, db, q.TenantID, rows)
+	if err != nil {
+		return nil, fmt.Errorf("list customers: %w", err)
 	}
 	return out, nil
 }
 
+// Lookup finds customers by exact email or phone. The blind index narrows
+// the tenant's customers to candidates (about R / 2^bits besides the true
+// matches, see pii.BlindIndexBits); each candidate's value is decrypted and
+// compared in normalised form, so an index collision never returns the
+// wrong customer. Only true matches are opened whole.
+func (s *Store) Lookup(ctx context.Context, db profile.DB, q profile.LookupQuery) ([]profile.Customer, error) {
+	col, value := pii.Email, q.Email
+	if q.Phone != "" {
+		col, value = pii.Phone, q.Phone
+	}
+	t, err := s.pii.LoadTenant(ctx, db, q.TenantID)
+	if errors.Is(err, pii.ErrNoTenantKeys) {
+		return nil, nil // the tenant has never stored a customer
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lookup customers: %w", err)
+	}
+	bidx, err := t.BlindIndex(col, value)
+	if err != nil {
+		return nil, fmt.Errorf("lookup customers: %w", err)
+	}
+	var rows []dbgen.Customer
+	if col == pii.Email {
+		rows, err = s.q.CustomerCandidatesByEmail(ctx, db, dbgen.CustomerCandidatesByEmailParams{TenantID: q.TenantID, Bidx: pgtype.Int4{Int32: bidx, Valid: true}})
+	} else {
+		rows, err = s.q.CustomerCandidatesByPhone(ctx, db, dbgen.CustomerCandidatesByPhoneParams{TenantID: q.TenantID, Bidx: pgtype.Int4{Int32: bidx, Valid: true}})
+	}
+	if err != nil {
+		return nil, interpret("lookup customers", err)
+	}
+	keys, err := s.pii.CustomerKeys(ctx, db, q.TenantID, ids(rows))
+	if err != nil {
+		return nil, fmt.Errorf("lookup customers: %w", err)
+	}
+	want := pii.Normalise(col, value)
+	var out []profile.Customer
+	for _, r := range rows {
+		key, ok := keys[r.ID]
+		if !ok {
+			continue // erased: nothing left to match
+		}
+		sealed := r.EmailSealed
+		if col == pii.Phone {
+			sealed = r.PhoneSealed
+		}
+		got, err := key.Open(col, sealed)
+		if err != nil {
+			return nil, fmt.Errorf("lookup customers: %w", err)
+		}
+		if pii.Normalise(col, string(got)) != want {
+			continue // a blind-index collision
+		}
+		c, err := openRow(r, key)
+		if err != nil {
+			return nil, fmt.Errorf("lookup customers: %w", err)
+		}
+		out = append(out, c)
+		if len(out) == q.Limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// sealed is a profile's personal fields as stored.
+type sealed struct {
+	displayName, email, phone []byte
+	emailBidx, phoneBidx      pgtype.Int4
+}
+
+// seal seals c's personal fields under key and indexes email and phone. An
+// empty field is stored as NULL, without an index.
+func seal(t *pii.TenantKeys, key *pii.CustomerKey, c profile.Customer) (sealed, error) {
+	var f sealed
+	var err error
+	if f.displayName, err = key.Seal(pii.DisplayName, []byte(c.DisplayName)); err != nil {
+		return sealed{}, err
+	}
+	if f.email, f.emailBidx, err = sealIndexed(t, key, pii.Email, c.Email); err != nil {
+		return sealed{}, err
+	}
+	if f.phone, f.phoneBidx, err = sealIndexed(t, key, pii.Phone, c.Phone); err != nil {
+		return sealed{}, err
+	}
+	return f, nil
+}
+
+func sealIndexed(t *pii.TenantKeys, key *pii.CustomerKey, col pii.Column, v string) ([]byte, pgtype.Int4, error) {
+	if v == "" {
+		return nil, pgtype.Int4{}, nil
+	}
+	ct, err := key.Seal(col, []byte(v))
+	if err != nil {
+		return nil, pgtype.Int4{}, err
+	}
+	bidx, err := t.BlindIndex(col, v)
+	if err != nil {
+		return nil, pgtype.Int4{}, err
+	}
+	return ct, pgtype.Int4{Int32: bidx, Valid: true}, nil
+}
+
+// open turns rows into profiles, fetching their keys in one query. A row
+// whose key is gone comes back Erased; a value that does not open under its
+// key is an error (pii.ErrIntegrity), never a blank or wrong field.
+func (s *Store) open(ctx context.Context, db profile.DB, tenantID uuid.UUID, rows []dbgen.Customer) ([]profile.Customer, error) {
+	keys, err := s.pii.CustomerKeys(ctx, db, tenantID, ids(rows))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]profile.Customer, len(rows))
+	for i, r := range rows {
+		key, ok := keys[r.ID]
+		if !ok {
+			out[i] = fromRow(r)
+			out[i].Erased = true
+			continue
+		}
+		if out[i], err = openRow(r, key); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func openRow(r dbgen.Customer, key *pii.CustomerKey) (profile.Customer, error) {
+	c := fromRow(r)
+	fields := []struct {
+		col pii.Column
+		ct  []byte
+		dst *string
+	}{
+		{pii.DisplayName, r.DisplayNameSealed, &c.DisplayName},
+		{pii.Email, r.EmailSealed, &c.Email},
+		{pii.Phone, r.PhoneSealed, &c.Phone},
+	}
+	for _, f := range fields {
+		if f.ct == nil {
+			continue
+		}
+		pt, err := key.Open(f.col, f.ct)
+		if err != nil {
+			return profile.Customer{}, err
+		}
+		*f.dst = string(pt)
+	}
+	return c, nil
+}
+
+// fromRow copies a row's non-personal fields.
 func fromRow(r dbgen.Customer) profile.Customer {
 	tags := r.Tags
 	if tags == nil {
 		tags = []string{}
 	}
 	return profile.Customer{
-		TenantID: r.TenantID, ID: r.ID, DisplayName: r.DisplayName, Email: r.Email, Phone: r.Phone,
-		Locale: r.Locale, TimeZone: r.TimeZone, Tags: tags, Version: r.Version,
-		CreateTime: r.CreateTime.UTC(), UpdateTime: r.UpdateTime.UTC(),
+		TenantID: r.TenantID, ID: r.ID, Locale: r.Locale, TimeZone: r.TimeZone, Tags: tags,
+		Version: r.Version, CreateTime: r.CreateTime.UTC(), UpdateTime: r.UpdateTime.UTC(),
 	}
+}
+
+// withPersonal is stored with the personal fields just written, which need
+// no decrypting back.
+func withPersonal(stored, written profile.Customer) profile.Customer {
+	stored.DisplayName, stored.Email, stored.Phone = written.DisplayName, written.Email, written.Phone
+	return stored
+}
+
+func ids(rows []dbgen.Customer) []uuid.UUID {
+	out := make([]uuid.UUID, len(rows))
+	for i, r := range rows {
+		out[i] = r.ID
+	}
+	return out
 }
 
 // interpret classifies a database error once; a missing row is the domain's

@@ -13,8 +13,96 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const customerCandidatesByEmail = `-- name: CustomerCandidatesByEmail :many
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND email_bidx = $2 ORDER BY id DESC
+`
+
+type CustomerCandidatesByEmailParams struct {
+	TenantID uuid.UUID
+	Bidx     pgtype.Int4
+}
+
+// Every customer whose email blind index matches: the candidates a lookup
+// decrypts and compares. About R / 2^bits rows besides the true matches.
+func (q *Queries) CustomerCandidatesByEmail(ctx context.Context, db DBTX, arg CustomerCandidatesByEmailParams) ([]Customer, error) {
+	rows, err := db.Query(ctx, customerCandidatesByEmail, arg.TenantID, arg.Bidx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Customer
+	for rows.Next() {
+		var i Customer
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.ID,
+			&i.Locale,
+			&i.TimeZone,
+			&i.Tags,
+			&i.Version,
+			&i.CreateTime,
+			&i.UpdateTime,
+			&i.DisplayNameSealed,
+			&i.EmailSealed,
+			&i.PhoneSealed,
+			&i.EmailBidx,
+			&i.PhoneBidx,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const customerCandidatesByPhone = `-- name: CustomerCandidatesByPhone :many
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND phone_bidx = $2 ORDER BY id DESC
+`
+
+type CustomerCandidatesByPhoneParams struct {
+	TenantID uuid.UUID
+	Bidx     pgtype.Int4
+}
+
+func (q *Queries) CustomerCandidatesByPhone(ctx context.Context, db DBTX, arg CustomerCandidatesByPhoneParams) ([]Customer, error) {
+	rows, err := db.Query(ctx, customerCandidatesByPhone, arg.TenantID, arg.Bidx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Customer
+	for rows.Next() {
+		var i Customer
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.ID,
+			&i.Locale,
+			&i.TimeZone,
+			&i.Tags,
+			&i.Version,
+			&i.CreateTime,
+			&i.UpdateTime,
+			&i.DisplayNameSealed,
+			&i.EmailSealed,
+			&i.PhoneSealed,
+			&i.EmailBidx,
+			&i.PhoneBidx,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const customerGet = `-- name: CustomerGet :one
-SELECT tenant_id, id, display_name, email, phone, locale, time_zone, tags, version, create_time, update_time FROM customers WHERE tenant_id = $1 AND id = $2
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND id = $2
 `
 
 type CustomerGetParams struct {
@@ -28,21 +116,23 @@ func (q *Queries) CustomerGet(ctx context.Context, db DBTX, arg CustomerGetParam
 	err := row.Scan(
 		&i.TenantID,
 		&i.ID,
-		&i.DisplayName,
-		&i.Email,
-		&i.Phone,
 		&i.Locale,
 		&i.TimeZone,
 		&i.Tags,
 		&i.Version,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.DisplayNameSealed,
+		&i.EmailSealed,
+		&i.PhoneSealed,
+		&i.EmailBidx,
+		&i.PhoneBidx,
 	)
 	return i, err
 }
 
 const customerGetForUpdate = `-- name: CustomerGetForUpdate :one
-SELECT tenant_id, id, display_name, email, phone, locale, time_zone, tags, version, create_time, update_time FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE
 `
 
 type CustomerGetForUpdateParams struct {
@@ -56,44 +146,56 @@ func (q *Queries) CustomerGetForUpdate(ctx context.Context, db DBTX, arg Custome
 	err := row.Scan(
 		&i.TenantID,
 		&i.ID,
-		&i.DisplayName,
-		&i.Email,
-		&i.Phone,
 		&i.Locale,
 		&i.TimeZone,
 		&i.Tags,
 		&i.Version,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.DisplayNameSealed,
+		&i.EmailSealed,
+		&i.PhoneSealed,
+		&i.EmailBidx,
+		&i.PhoneBidx,
 	)
 	return i, err
 }
 
 const customerInsert = `-- name: CustomerInsert :one
-INSERT INTO customers (tenant_id, id, display_name, email, phone, locale, time_zone, tags, create_time, update_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-RETURNING tenant_id, id, display_name, email, phone, locale, time_zone, tags, version, create_time, update_time
+
+INSERT INTO customers (tenant_id, id, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx,
+                       locale, time_zone, tags, create_time, update_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+        $8, $9, $10, $11, $11)
+RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx
 `
 
 type CustomerInsertParams struct {
-	TenantID    uuid.UUID
-	ID          uuid.UUID
-	DisplayName string
-	Email       string
-	Phone       string
-	Locale      string
-	TimeZone    string
-	Tags        []string
-	Now         time.Time
+	TenantID          uuid.UUID
+	ID                uuid.UUID
+	DisplayNameSealed []byte
+	EmailSealed       []byte
+	PhoneSealed       []byte
+	EmailBidx         pgtype.Int4
+	PhoneBidx         pgtype.Int4
+	Locale            string
+	TimeZone          string
+	Tags              []string
+	Now               time.Time
 }
 
+// Personal fields are stored sealed (*_sealed, AEAD ciphertexts) with blind
+// indexes (*_bidx) for exact lookups; internal/pii makes both. A NULL sealed
+// field is an empty one.
 func (q *Queries) CustomerInsert(ctx context.Context, db DBTX, arg CustomerInsertParams) (Customer, error) {
 	row := db.QueryRow(ctx, customerInsert,
 		arg.TenantID,
 		arg.ID,
-		arg.DisplayName,
-		arg.Email,
-		arg.Phone,
+		arg.DisplayNameSealed,
+		arg.EmailSealed,
+		arg.PhoneSealed,
+		arg.EmailBidx,
+		arg.PhoneBidx,
 		arg.Locale,
 		arg.TimeZone,
 		arg.Tags,
@@ -103,21 +205,23 @@ func (q *Queries) CustomerInsert(ctx context.Context, db DBTX, arg CustomerInser
 	err := row.Scan(
 		&i.TenantID,
 		&i.ID,
-		&i.DisplayName,
-		&i.Email,
-		&i.Phone,
 		&i.Locale,
 		&i.TimeZone,
 		&i.Tags,
 		&i.Version,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.DisplayNameSealed,
+		&i.EmailSealed,
+		&i.PhoneSealed,
+		&i.EmailBidx,
+		&i.PhoneBidx,
 	)
 	return i, err
 }
 
 const customerList = `-- name: CustomerList :many
-SELECT tenant_id, id, display_name, email, phone, locale, time_zone, tags, version, create_time, update_time FROM customers
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers
 WHERE tenant_id = $1
   AND ($2::uuid IS NULL OR id < $2::uuid)
   AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
@@ -150,15 +254,17 @@ func (q *Queries) CustomerList(ctx context.Context, db DBTX, arg CustomerListPar
 		if err := rows.Scan(
 			&i.TenantID,
 			&i.ID,
-			&i.DisplayName,
-			&i.Email,
-			&i.Phone,
 			&i.Locale,
 			&i.TimeZone,
 			&i.Tags,
 			&i.Version,
 			&i.CreateTime,
 			&i.UpdateTime,
+			&i.DisplayNameSealed,
+			&i.EmailSealed,
+			&i.PhoneSealed,
+			&i.EmailBidx,
+			&i.PhoneBidx,
 		); err != nil {
 			return nil, err
 		}
@@ -172,30 +278,35 @@ func (q *Queries) CustomerList(ctx context.Context, db DBTX, arg CustomerListPar
 
 const customerUpdate = `-- name: CustomerUpdate :one
 UPDATE customers
-SET display_name = $1, email = $2, phone = $3, locale = $4,
-    time_zone = $5, tags = $6, version = version + 1, update_time = $7
-WHERE tenant_id = $8 AND id = $9 AND version = $10
-RETURNING tenant_id, id, display_name, email, phone, locale, time_zone, tags, version, create_time, update_time
+SET display_name_sealed = $1, email_sealed = $2, phone_sealed = $3,
+    email_bidx = $4, phone_bidx = $5, locale = $6,
+    time_zone = $7, tags = $8, version = version + 1, update_time = $9
+WHERE tenant_id = $10 AND id = $11 AND version = $12
+RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx
 `
 
 type CustomerUpdateParams struct {
-	DisplayName string
-	Email       string
-	Phone       string
-	Locale      string
-	TimeZone    string
-	Tags        []string
-	Now         time.Time
-	TenantID    uuid.UUID
-	ID          uuid.UUID
-	Version     int64
+	DisplayNameSealed []byte
+	EmailSealed       []byte
+	PhoneSealed       []byte
+	EmailBidx         pgtype.Int4
+	PhoneBidx         pgtype.Int4
+	Locale            string
+	TimeZone          string
+	Tags              []string
+	Now               time.Time
+	TenantID          uuid.UUID
+	ID                uuid.UUID
+	Version           int64
 }
 
 func (q *Queries) CustomerUpdate(ctx context.Context, db DBTX, arg CustomerUpdateParams) (Customer, error) {
 	row := db.QueryRow(ctx, customerUpdate,
-		arg.DisplayName,
-		arg.Email,
-		arg.Phone,
+		arg.DisplayNameSealed,
+		arg.EmailSealed,
+		arg.PhoneSealed,
+		arg.EmailBidx,
+		arg.PhoneBidx,
 		arg.Locale,
 		arg.TimeZone,
 		arg.Tags,
@@ -208,15 +319,17 @@ func (q *Queries) CustomerUpdate(ctx context.Context, db DBTX, arg CustomerUpdat
 	err := row.Scan(
 		&i.TenantID,
 		&i.ID,
-		&i.DisplayName,
-		&i.Email,
-		&i.Phone,
 		&i.Locale,
 		&i.TimeZone,
 		&i.Tags,
 		&i.Version,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.DisplayNameSealed,
+		&i.EmailSealed,
+		&i.PhoneSealed,
+		&i.EmailBidx,
+		&i.PhoneBidx,
 	)
 	return i, err
 }

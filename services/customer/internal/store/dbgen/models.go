@@ -8,18 +8,35 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type Customer struct {
-	TenantID    uuid.UUID
-	ID          uuid.UUID
-	DisplayName string
-	Email       string
-	Phone       string
-	Locale      string
-	TimeZone    string
-	Tags        []string
-	Version     int64
-	CreateTime  time.Time
-	UpdateTime  time.Time
+	TenantID          uuid.UUID
+	ID                uuid.UUID
+	Locale            string
+	TimeZone          string
+	Tags              []string
+	Version           int64
+	CreateTime        time.Time
+	UpdateTime        time.Time
+	DisplayNameSealed []byte
+	EmailSealed       []byte
+	PhoneSealed       []byte
+	EmailBidx         pgtype.Int4
+	PhoneBidx         pgtype.Int4
+}
+
+type CustomerKey struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+	Keyset     []byte
+	CreateTime time.Time
+}
+
+type TenantKey struct {
+	TenantID   uuid.UUID
+	AeadKeyset []byte
+	PrfKeyset  []byte
+	CreateTime time.Time
 }
