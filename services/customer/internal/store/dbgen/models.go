@@ -11,6 +11,87 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type ConsentEvent struct {
+	TenantID      uuid.UUID
+	CustomerID    uuid.UUID
+	Version       int64
+	ID            uuid.UUID
+	Channel       string
+	Purpose       string
+	State         string
+	PreviousState string
+	LegalBasis    string
+	Source        string
+	CaptureTime   time.Time
+	RecordTime    time.Time
+	Actor         string
+	RequestID     uuid.NullUUID
+}
+
+type ConsentState struct {
+	TenantID    uuid.UUID
+	CustomerID  uuid.UUID
+	Channel     string
+	Purpose     string
+	State       string
+	LegalBasis  string
+	Source      string
+	CaptureTime time.Time
+	Version     int64
+	UpdateTime  time.Time
+}
+
+type ConsentToken struct {
+	TenantID   uuid.UUID
+	TokenHash  []byte
+	CustomerID uuid.UUID
+	Channel    string
+	Purpose    string
+	Version    int64
+	CreateTime time.Time
+	ExpireTime time.Time
+	UseTime    pgtype.Timestamptz
+	RevokeTime pgtype.Timestamptz
+}
+
+type ContactPolicy struct {
+	TenantID               uuid.UUID
+	DefaultTimeZone        string
+	CareMax                int32
+	CarePeriodSeconds      int64
+	MarketingMax           int32
+	MarketingPeriodSeconds int64
+	SurveyMax              int32
+	SurveyPeriodSeconds    int64
+	GlobalMax              int32
+	GlobalPeriodSeconds    int64
+	Version                int64
+	UpdateTime             time.Time
+}
+
+type ContactSetting struct {
+	TenantID              uuid.UUID
+	CustomerID            uuid.UUID
+	ConsentVersion        int64
+	QuietStartMinute      pgtype.Int2
+	QuietEndMinute        pgtype.Int2
+	PreferredChannels     []string
+	PreferencesUpdateTime pgtype.Timestamptz
+	CreateTime            time.Time
+}
+
+type ContactTouch struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	CustomerID    uuid.UUID
+	Channel       string
+	Purpose       string
+	SourceService string
+	Reference     string
+	TouchTime     time.Time
+	Actor         string
+}
+
 type Customer struct {
 	TenantID          uuid.UUID
 	ID                uuid.UUID
