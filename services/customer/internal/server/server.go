@@ -193,14 +193,19 @@ func (s *Server) LookupCustomers(ctx context.Context, req *customerv1.LookupCust
 func (s *Server) idempotent(ctx context.Context, tenant uuid.UUID, key idem.Key, req proto.Message,
 	fn func(ctx context.Context, tx pgx.Tx) (profile.Customer, error),
 ) (*customerv1.Customer, error) {
+	// The tenant's keys, created here on first use: outside the transaction
+	// below, so creating them never waits for a second pool connection
+	// while this request holds one.
+	keys, err := s.sealer.Tenant(ctx, s.pool, tenant)
+	if err != nil {
+		return nil, err
+	}
 	var (
 		fingerprint proto.Message = &wrapperspb.BytesValue{}
 		fresh       *customerv1.Customer
 	)
 	if key.RequestID != "" {
-		// Also creates the tenant's keys on first use, outside the
-		// transaction below.
-		fp, err := s.fingerprint(ctx, tenant, req)
+		fp, err := requestFingerprint(keys, req)
 		if err != nil {
 			return nil, err
 		}
@@ -226,14 +231,10 @@ func (s *Server) idempotent(ctx context.Context, tenant uuid.UUID, key idem.Key,
 	return s.openResponse(ctx, tenant, stored)
 }
 
-// fingerprint stands in for req in the idempotency record: the tenant's
+// requestFingerprint stands in for req in the idempotency record: the tenant's
 // keyed PRF of the request without its request_id. Equal requests still
 // match and different ones still differ, which is all idem compares.
-func (s *Server) fingerprint(ctx context.Context, tenant uuid.UUID, req proto.Message) (*wrapperspb.BytesValue, error) {
-	t, err := s.sealer.Tenant(ctx, s.pool, tenant)
-	if err != nil {
-		return nil, fmt.Errorf("request fingerprint: %w", err)
-	}
+func requestFingerprint(t *pii.TenantKeys, req proto.Message) (*wrapperspb.BytesValue, error) {
 	m := proto.Clone(req)
 	if fd := m.ProtoReflect().Descriptor().Fields().ByName("request_id"); fd != nil {
 		m.ProtoReflect().Clear(fd)
