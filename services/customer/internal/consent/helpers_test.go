@@ -1,0 +1,275 @@
+package consent_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/rapporthq/rapport/pkg/authn"
+	"github.com/rapporthq/rapport/pkg/authz"
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
+	"github.com/rapporthq/rapport/services/customer"
+	"github.com/rapporthq/rapport/services/customer/internal/consent"
+)
+
+// The test principal travels in metadata; testAuth trusts it. Real
+// credentials are authn's business and tested there.
+const (
+	mdTenant  = "x-test-tenant"
+	mdSubject = "x-test-subject"
+	mdRoles   = "x-test-roles"
+)
+
+var spec = pgdbtest.Spec{Schema: "customer", Migrations: customer.Migrations()}
+
+// fakeClock is the injected clock; tests move it, never sleep.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type testBundle struct {
+	pool   *pgxpool.Pool
+	clock  *fakeClock
+	client customerv1.ConsentServiceClient
+	tenant string // tenant A; every bundle gets a fresh one
+}
+
+// start is a Saturday, 12:00 in Berlin: outside any night-time quiet hours.
+var start = utc("2024-06-15T10:00:00Z")
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	b := &testBundle{
+		pool:   pgdbtest.NewPool(t, spec),
+		clock:  &fakeClock{t: start},
+		tenant: uuid.NewString(),
+	}
+	srv, err := grpcx.NewServer(grpcx.ServerConfig{AuthFunc: testAuth, Authorize: (&authz.Policy{}).Authorize})
+	require.NoError(t, err)
+	consent.NewServer(b.pool, b.clock.Now).Register(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	b.client = customerv1.NewConsentServiceClient(conn)
+	return b
+}
+
+func testAuth(ctx context.Context) (context.Context, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	first := func(k string) string {
+		if v := md.Get(k); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	p := authn.Principal{TenantID: first(mdTenant), Subject: first(mdSubject)}
+	if p.TenantID == "" || p.Subject == "" {
+		return nil, status.Error(codes.Unauthenticated, "no test principal")
+	}
+	if r := first(mdRoles); r != "" {
+		p.Roles = strings.Split(r, ",")
+	}
+	return authn.NewContext(ctx, p), nil
+}
+
+// as is a call context of a principal of tenant A holding roles.
+func (b *testBundle) as(t testing.TB, roles ...string) context.Context {
+	return asTenant(t, b.tenant, roles...)
+}
+
+func asTenant(t testing.TB, tenant string, roles ...string) context.Context {
+	return metadata.AppendToOutgoingContext(t.Context(), mdTenant, tenant,
+		mdSubject, strings.Join(roles, "+")+"@test", mdRoles, strings.Join(roles, ","))
+}
+
+// admin is tenant A's admin, who may call every RPC but ConfirmConsent.
+func (b *testBundle) admin(t testing.TB) context.Context { return b.as(t, "admin") }
+
+// customer inserts a customer of tenant into the profile table directly, in
+// the given time zone ("" for none). It writes only identity columns and
+// the time zone; the personal columns the profile owns are filled with
+// placeholders of whichever shape the schema has (sealed or plain).
+func (b *testBundle) customer(t testing.TB, tenant, zone string) string {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7()).String()
+	var sealed bool
+	require.NoError(t, b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM information_schema.columns
+		WHERE table_schema = 'customer' AND table_name = 'customers' AND column_name = 'display_name_sealed')`).Scan(&sealed))
+	q := `INSERT INTO customers (tenant_id, id, time_zone, display_name) VALUES ($1, $2, $3, 'Test Customer')`
+	if sealed {
+		q = `INSERT INTO customers (tenant_id, id, time_zone, display_name_sealed) VALUES ($1, $2, $3, '\x01')`
+	}
+	_, err := b.pool.Exec(t.Context(), q, tenant, id, zone)
+	require.NoError(t, err)
+	return id
+}
+
+const (
+	email     = customerv1.ContactChannel_CONTACT_CHANNEL_EMAIL
+	sms       = customerv1.ContactChannel_CONTACT_CHANNEL_SMS
+	phone     = customerv1.ContactChannel_CONTACT_CHANNEL_PHONE
+	service   = customerv1.ContactPurpose_CONTACT_PURPOSE_SERVICE
+	care      = customerv1.ContactPurpose_CONTACT_PURPOSE_CARE
+	marketing = customerv1.ContactPurpose_CONTACT_PURPOSE_MARKETING
+	survey    = customerv1.ContactPurpose_CONTACT_PURPOSE_SURVEY
+
+	stateGranted   = customerv1.ConsentState_CONSENT_STATE_GRANTED
+	stateWithdrawn = customerv1.ConsentState_CONSENT_STATE_WITHDRAWN
+	statePending   = customerv1.ConsentState_CONSENT_STATE_PENDING
+
+	basisConsent  = customerv1.LegalBasis_LEGAL_BASIS_CONSENT
+	basisContract = customerv1.LegalBasis_LEGAL_BASIS_CONTRACT
+)
+
+// set records a decision as tenant A's agent and returns the response.
+func (b *testBundle) set(t testing.TB, customerID string, ch customerv1.ContactChannel, p customerv1.ContactPurpose,
+	s customerv1.ConsentState, basis customerv1.LegalBasis,
+) *customerv1.SetConsentResponse {
+	t.Helper()
+	resp, err := b.client.SetConsent(b.as(t, "agent"), &customerv1.SetConsentRequest{
+		CustomerId: customerID, Channel: ch, Purpose: p, State: s, LegalBasis: basis, Source: "web-form",
+	})
+	require.NoError(t, err)
+	return resp
+}
+
+// grant grants ch × p on the consent basis; a marketing email grant is
+// confirmed at once, so the consent is granted.
+func (b *testBundle) grant(t testing.TB, customerID string, ch customerv1.ContactChannel, p customerv1.ContactPurpose) {
+	t.Helper()
+	resp := b.set(t, customerID, ch, p, stateGranted, basisConsent)
+	if tok := resp.GetConfirmationToken(); tok != "" {
+		_, err := b.client.ConfirmConsent(b.as(t, "service"), &customerv1.ConfirmConsentRequest{Token: tok})
+		require.NoError(t, err)
+	}
+}
+
+func (b *testBundle) check(t testing.TB, customerID string, ch customerv1.ContactChannel, p customerv1.ContactPurpose) *customerv1.ContactDecision {
+	t.Helper()
+	d, err := b.client.CheckContact(b.as(t, "marketer"), &customerv1.CheckContactRequest{CustomerId: customerID, Channel: ch, Purpose: p})
+	require.NoError(t, err)
+	return d
+}
+
+func (b *testBundle) reserve(t testing.TB, customerID string, ch customerv1.ContactChannel, p customerv1.ContactPurpose,
+	ref string,
+) *customerv1.ReserveContactResponse {
+	t.Helper()
+	r, err := b.client.ReserveContact(b.as(t, "service"), &customerv1.ReserveContactRequest{
+		CustomerId: customerID, Channel: ch, Purpose: p, SourceService: "outreach", Reference: ref,
+	})
+	require.NoError(t, err)
+	return r
+}
+
+func (b *testBundle) record(t testing.TB, customerID string, ch customerv1.ContactChannel, p customerv1.ContactPurpose, ref string) {
+	t.Helper()
+	_, err := b.client.RecordContact(b.as(t, "service"), &customerv1.RecordContactRequest{
+		CustomerId: customerID, Channel: ch, Purpose: p, SourceService: "outreach", Reference: ref,
+	})
+	require.NoError(t, err)
+}
+
+func (b *testBundle) setQuietHours(t testing.TB, customerID, from, to string) {
+	t.Helper()
+	_, err := b.client.UpdateContactPreferences(b.as(t, "agent"), &customerv1.UpdateContactPreferencesRequest{
+		ContactPreferences: &customerv1.ContactPreferences{CustomerId: customerID,
+			QuietHours: &customerv1.QuietHours{StartTime: from, EndTime: to}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours"}},
+	})
+	require.NoError(t, err)
+}
+
+func (b *testBundle) count(t testing.TB, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(t.Context(), query, args...).Scan(&n))
+	return n
+}
+
+// requireRefused asserts a refusal with reason and, when next is set, the
+// next allowed time.
+func requireRefused(t testing.TB, d *customerv1.ContactDecision, reason customerv1.ContactRefusalReason, next string) {
+	t.Helper()
+	require.False(t, d.GetAllowed(), "%v", d)
+	require.Equal(t, reason, d.GetReason())
+	if next == "" {
+		require.Nil(t, d.GetNextAllowedTime())
+		return
+	}
+	require.Equal(t, utc(next), d.GetNextAllowedTime().AsTime())
+}
+
+// requireCode asserts err's status code and, when reason is set, its
+// ErrorInfo reason.
+func requireCode(t testing.TB, err error, code codes.Code, reason string) {
+	t.Helper()
+	s := status.Convert(err)
+	require.Equal(t, code, s.Code(), "%v", err)
+	if reason == "" {
+		return
+	}
+	for _, d := range s.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			require.Equal(t, reason, ei.GetReason())
+			return
+		}
+	}
+	t.Fatalf("no ErrorInfo in %v", err)
+}
+
+// requireField asserts INVALID_ARGUMENT naming field.
+func requireField(t testing.TB, err error, field string) {
+	t.Helper()
+	s := status.Convert(err)
+	require.Equal(t, codes.InvalidArgument, s.Code(), "%v", err)
+	var fields []string
+	for _, d := range s.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	require.Contains(t, fields, field)
+}
