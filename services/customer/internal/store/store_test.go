@@ -3,12 +3,16 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rapporthq/rapport/pkg/pgdb"
@@ -278,4 +282,66 @@ func TestTampering(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, bob, got)
 	})
+}
+
+// TestMigration00002 runs the PII migration over a dev database that holds
+// plaintext profiles and their stored responses: they are deleted (no
+// release ever stored them; SQL cannot encrypt), other methods' records
+// stay, and the migration goes down and up again.
+func TestMigration00002(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	all := customer.Migrations()
+	upTo := func(n int) fstest.MapFS {
+		fsys := fstest.MapFS{}
+		for _, name := range []string{"00001_customers.sql", "00002_pii.sql"}[:n] {
+			b, err := fs.ReadFile(all, name)
+			require.NoError(t, err)
+			fsys[name] = &fstest.MapFile{Data: b}
+		}
+		return fsys
+	}
+	dev := pgdbtest.Spec{Schema: "customer", Migrations: upTo(1)}
+	pool, err := pgdb.Open(ctx, pgdb.Config{URL: pgdbtest.NewDatabase(t, dev), Schema: dev.Schema})
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	for i := range 3 {
+		_, err := pool.Exec(ctx, `INSERT INTO customers (tenant_id, id, display_name, email, phone) VALUES ($1, $2, $3, $4, '+15550000000')`,
+			uuid.New(), uuid.New(), fmt.Sprintf("Dev %d", i), fmt.Sprintf("dev%d@example.com", i))
+		require.NoError(t, err)
+	}
+	for _, method := range []string{"/rapport.customer.v1.CustomerService/CreateCustomer", "/rapport.customer.v1.ConsentService/SetConsent"} {
+		_, err := pool.Exec(ctx, `INSERT INTO idempotency_keys (tenant_id, principal, request_id, method, request_hash, response)
+			VALUES ($1, 'dev', $2, $3, '\x00', 'Dev 0 dev0@example.com')`, uuid.New(), uuid.New(), method)
+		require.NoError(t, err)
+	}
+
+	require.NoError(t, pgdb.Migrate(ctx, pool, upTo(2), nil))
+	var customers, keys int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM idempotency_keys)`).Scan(&customers, &keys))
+	require.Zero(t, customers, "plaintext dev profiles are deleted")
+	require.Equal(t, 1, keys, "only the customer API's stored responses go")
+
+	// The new shape takes a sealed profile.
+	master, err := pii.GenerateMasterKey()
+	require.NoError(t, err)
+	sealer, err := pii.New(pool, pii.Config{MasterKey: master})
+	require.NoError(t, err)
+	b := &testBundle{pool: pool, store: store.New(sealer), tenant: uuid.New()}
+	c := b.insert(t, person(1))
+
+	db := stdlib.OpenDBFromPool(pool)
+	t.Cleanup(func() { _ = db.Close() })
+	p, err := goose.NewProvider(goose.DialectPostgres, db, upTo(2), goose.WithDisableGlobalRegistry(true))
+	require.NoError(t, err)
+	_, err = p.DownTo(ctx, 1)
+	require.NoError(t, err, "down")
+	var tables int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'customer'
+		AND table_name IN ('tenant_keys', 'customer_keys')`).Scan(&tables))
+	require.Zero(t, tables)
+	_, err = p.Up(ctx)
+	require.NoError(t, err, "and up again")
+	_, err = b.get(t, c.ID)
+	require.ErrorIs(t, err, profile.ErrNotFound, "going down deleted the profiles")
 }
