@@ -408,7 +408,10 @@ func (s *Server) UpdateContactPolicy(ctx context.Context, req *customerv1.Update
 }
 
 // maskPaths checks an update mask against the fields clients may change.
-// Unknown and output-only paths and the "*" wildcard are refused by name.
+// Unknown and output-only paths and the "*" wildcard are refused by name. A
+// path inside an allowed field ("quiet_hours.start_time", as grpc-gateway
+// derives a PATCH body's mask) selects the whole field: the sub-messages
+// are replaced as a unit.
 func maskPaths(paths, allowed []string) ([]string, error) {
 	if len(paths) == 0 {
 		return nil, grpcx.InvalidArgument(grpcx.FieldViolation{Field: "update_mask",
@@ -416,6 +419,9 @@ func maskPaths(paths, allowed []string) ([]string, error) {
 	}
 	out := make([]string, 0, len(paths))
 	for _, p := range paths {
+		if top, _, ok := strings.Cut(p, "."); ok && slices.Contains(allowed, top) {
+			p = top
+		}
 		if !slices.Contains(allowed, p) {
 			return nil, grpcx.InvalidArgument(grpcx.FieldViolation{Field: "update_mask",
 				Description: fmt.Sprintf("path %q cannot be updated; allowed: %s", p, strings.Join(allowed, ", "))})

@@ -972,6 +972,10 @@ func TestBadInputNamesTheField(t *testing.T) {
 			_, err := b.client.UpdateContactPreferences(ctx, prefsReq(&customerv1.ContactPreferences{}, "*"))
 			return err
 		}},
+		{"PreferencesUnknownSubpathMask", "update_mask", func() error {
+			_, err := b.client.UpdateContactPreferences(ctx, prefsReq(&customerv1.ContactPreferences{}, "customer_id.x"))
+			return err
+		}},
 		{"PreferencesOutputOnlyMask", "update_mask", func() error {
 			_, err := b.client.UpdateContactPreferences(ctx, prefsReq(&customerv1.ContactPreferences{}, "time_zone"))
 			return err
@@ -1074,6 +1078,17 @@ func TestPreferencesAndPolicy(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, proto.Equal(updated, read), "updated %v, read %v", updated, read)
 
+		// A mask derived from a PATCH body names sub-fields; they select the
+		// whole quiet hours.
+		derived, err := b.client.UpdateContactPreferences(b.as(t, "agent"), &customerv1.UpdateContactPreferencesRequest{
+			ContactPreferences: &customerv1.ContactPreferences{CustomerId: c,
+				QuietHours: &customerv1.QuietHours{StartTime: "22:00", EndTime: "07:30"}},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours.start_time", "quiet_hours.end_time"}},
+		})
+		require.NoError(t, err)
+		require.Equal(t, "22:00", derived.GetQuietHours().GetStartTime())
+		require.Equal(t, "07:30", derived.GetQuietHours().GetEndTime())
+
 		cleared, err := b.client.UpdateContactPreferences(b.as(t, "agent"), &customerv1.UpdateContactPreferencesRequest{
 			ContactPreferences: &customerv1.ContactPreferences{CustomerId: c},
 			UpdateMask:         &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours"}},
@@ -1114,6 +1129,18 @@ func TestPreferencesAndPolicy(t *testing.T) {
 		require.Equal(t, 7*day, updated.GetMarketingCap().GetPeriod().AsDuration())
 		require.Equal(t, int32(10), updated.GetGlobalCap().GetMaxContacts())
 		require.Equal(t, int32(4), updated.GetCareCap().GetMaxContacts(), "not in the mask: kept")
+
+		// As grpc-gateway derives it from {"careCap": {"maxContacts": 3}}:
+		// the cap's period, not sent, is kept.
+		derived, err := b.client.UpdateContactPolicy(b.admin(t), &customerv1.UpdateContactPolicyRequest{
+			ContactPolicy: &customerv1.ContactPolicy{CareCap: &customerv1.FrequencyCap{MaxContacts: 3}},
+			UpdateMask:    &fieldmaskpb.FieldMask{Paths: []string{"care_cap.max_contacts"}},
+		})
+		require.NoError(t, err)
+		require.Equal(t, int64(2), derived.GetVersion())
+		require.Equal(t, int32(3), derived.GetCareCap().GetMaxContacts())
+		require.Equal(t, 30*day, derived.GetCareCap().GetPeriod().AsDuration())
+		updated = derived
 		read, err := b.client.GetContactPolicy(b.as(t, "service"), &customerv1.GetContactPolicyRequest{})
 		require.NoError(t, err)
 		require.True(t, proto.Equal(updated, read))

@@ -1220,7 +1220,8 @@ type UpdateContactPreferencesRequest struct {
 	// are read.
 	ContactPreferences *ContactPreferences `protobuf:"bytes,1,opt,name=contact_preferences,json=contactPreferences,proto3" json:"contact_preferences,omitempty"`
 	// Fields to change: quiet_hours, preferred_channels. quiet_hours in the
-	// mask with quiet_hours unset removes them.
+	// mask with quiet_hours unset removes them. A path inside quiet_hours (as
+	// derived from a PATCH body) selects all of it.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// Idempotency key (UUID), as for CreateCustomer.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -2027,7 +2028,8 @@ type UpdateContactPolicyRequest struct {
 	// Only fields in update_mask are read.
 	ContactPolicy *ContactPolicy `protobuf:"bytes,1,opt,name=contact_policy,json=contactPolicy,proto3" json:"contact_policy,omitempty"`
 	// Fields to change: default_time_zone, care_cap, marketing_cap,
-	// survey_cap, global_cap.
+	// survey_cap, global_cap. A path inside a cap selects the whole cap; a cap
+	// without a period keeps its current period.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// Idempotency key (UUID), as for CreateCustomer.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
