@@ -74,6 +74,12 @@ func PoolConfig(cfg Config) (*pgxpool.Config, error) {
 	if cfg.MaxConns > 0 {
 		pcfg.MaxConns = cfg.MaxConns
 	}
+	// The health ping of an idle connection at Acquire is unbounded by
+	// default: on a dead network it would hold a connection (and the pool's
+	// Close) for as long as the kernel takes to give up.
+	if pcfg.PingTimeout == 0 {
+		pcfg.PingTimeout = 5 * time.Second
+	}
 	st := cfg.StatementTimeout
 	if st == 0 {
 		st = 30 * time.Second
