@@ -18,6 +18,7 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/service"
+	"github.com/rapporthq/rapport/services/customer/internal/consent"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 	"github.com/rapporthq/rapport/services/customer/internal/server"
@@ -42,9 +43,13 @@ func Migrations() fs.FS {
 
 // Service is the customer service.
 type Service struct {
-	grpc  *server.Server
-	relay *service.Relay
+	grpc    *server.Server
+	consent *consent.Server
+	relay   *service.Relay
 }
+
+// ConsentServiceName is the consent and contact-governor API's gRPC name.
+const ConsentServiceName = consent.ServiceName
 
 // Config is the customer service's configuration: what every service takes,
 // plus the master key of its personal data.
@@ -78,7 +83,8 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	profiles := profile.NewService(store.New(sealer), deps.Now)
-	return &Service{grpc: server.New(deps.Pool, profiles, sealer), relay: relay}, nil
+	return &Service{grpc: server.New(deps.Pool, profiles, sealer),
+		consent: consent.NewServer(deps.Pool, deps.Now), relay: relay}, nil
 }
 
 // GenerateMasterKey returns a new random master key (tests, and
@@ -150,6 +156,7 @@ func LoadOrCreateDevMasterKey(dir string) ([]byte, error) {
 // Register adds the service's gRPC API to srv.
 func (s *Service) Register(srv grpc.ServiceRegistrar) {
 	customerv1.RegisterCustomerServiceServer(srv, s.grpc)
+	s.consent.Register(srv)
 }
 
 // Run relays the service's events until ctx ends.

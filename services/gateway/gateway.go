@@ -82,8 +82,13 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 	if deps.Customer == nil {
 		return nil, fmt.Errorf("gateway: no upstream connection for %s", customerv1.CustomerService_ServiceDesc.ServiceName)
 	}
-	if err := customerv1.RegisterCustomerServiceHandler(ctx, mux, deps.Customer); err != nil {
-		return nil, fmt.Errorf("gateway: register customer: %w", err)
+	for name, register := range map[string]func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		"customer": customerv1.RegisterCustomerServiceHandler,
+		"consent":  customerv1.RegisterConsentServiceHandler,
+	} {
+		if err := register(ctx, mux, deps.Customer); err != nil {
+			return nil, fmt.Errorf("gateway: register %s: %w", name, err)
+		}
 	}
 	if deps.Access == nil {
 		return nil, fmt.Errorf("gateway: no upstream connection for %s", accessv1.AccessService_ServiceDesc.ServiceName)

@@ -63,26 +63,29 @@ type runner interface {
 
 // serviceDef describes a service target.
 type serviceDef struct {
-	grpcName   string
 	migrations func() fs.FS
-	build      func(context.Context, service.Deps, service.Config) (runner, error)
+	build      func(context.Context, service.Deps, service.Config, Config) (runner, error)
 }
 
 var services = map[string]serviceDef{
-	customer.Name: {customer.ServiceName, customer.Migrations,
-		func(ctx context.Context, d service.Deps, c service.Config) (runner, error) {
-			return customer.New(ctx, d, c)
+	customer.Name: {customer.Migrations,
+		func(ctx context.Context, d service.Deps, c service.Config, cfg Config) (runner, error) {
+			key, err := cfg.CustomerMasterKey()
+			if err != nil {
+				return nil, err
+			}
+			return customer.New(ctx, d, customer.Config{Config: c, MasterKey: key})
 		}},
-	ticket.Name: {ticket.ServiceName, ticket.Migrations,
-		func(ctx context.Context, d service.Deps, c service.Config) (runner, error) {
+	ticket.Name: {ticket.Migrations,
+		func(ctx context.Context, d service.Deps, c service.Config, _ Config) (runner, error) {
 			return ticket.New(ctx, d, c)
 		}},
-	loyalty.Name: {loyalty.ServiceName, loyalty.Migrations,
-		func(ctx context.Context, d service.Deps, c service.Config) (runner, error) {
+	loyalty.Name: {loyalty.Migrations,
+		func(ctx context.Context, d service.Deps, c service.Config, _ Config) (runner, error) {
 			return loyalty.New(ctx, d, c)
 		}},
-	survey.Name: {survey.ServiceName, survey.Migrations,
-		func(ctx context.Context, d service.Deps, c service.Config) (runner, error) {
+	survey.Name: {survey.Migrations,
+		func(ctx context.Context, d service.Deps, c service.Config, _ Config) (runner, error) {
 			return survey.New(ctx, d, c)
 		}},
 }
@@ -235,7 +238,6 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	if cfg.Runs(gateway.Name) {
 		// API keys are managed through the gateway's process.
 		apikey.NewServer(accessPool, apikey.ServerConfig{Logger: logger.With("component", "access")}).Register(s.grpc)
-		s.health.FollowReadiness(apikey.ServiceName)
 	}
 
 	// Services: NATS first (their relays publish to it), then a pool per
@@ -273,13 +275,18 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 		}
 		r, err := def.build(ctx, service.Deps{
 			Pool: pool, JetStream: js, Logger: logger.With("service", name), Registerer: reg,
-		}, service.Config{RelayPollInterval: opts.RelayPollInterval})
+		}, service.Config{RelayPollInterval: opts.RelayPollInterval}, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s.New: %w", name, err)
 		}
 		r.Register(s.grpc)
-		s.health.FollowReadiness(def.grpcName)
 		s.runners[name] = r
+	}
+	// Every registered API reports readiness under its own name too.
+	for name := range s.grpc.GetServiceInfo() {
+		if name != "grpc.health.v1.Health" {
+			s.health.FollowReadiness(name)
+		}
 	}
 
 	mux := http.NewServeMux()

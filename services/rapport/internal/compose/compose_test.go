@@ -201,6 +201,7 @@ func (b *testBundle) customerPool(tb testing.TB) *pgxpool.Pool {
 type result struct {
 	customer *customerv1.Customer
 	list     *customerv1.ListCustomersResponse
+	found    *customerv1.LookupCustomersResponse
 	code     codes.Code
 	message  string
 	fields   []string
@@ -214,6 +215,7 @@ type api interface {
 	get(tb testing.TB, token, id string) result
 	update(tb testing.TB, token string, c *customerv1.Customer, paths []string, requestID string) result
 	list(tb testing.TB, token string, req *customerv1.ListCustomersRequest) result
+	lookup(tb testing.TB, token string, req *customerv1.LookupCustomersRequest) result
 }
 
 type grpcAPI struct {
@@ -252,6 +254,8 @@ func grpcResult(m proto.Message, err error) result {
 		return result{customer: m}
 	case *customerv1.ListCustomersResponse:
 		return result{list: m}
+	case *customerv1.LookupCustomersResponse:
+		return result{found: m}
 	}
 	return result{}
 }
@@ -285,6 +289,11 @@ func (a grpcAPI) list(tb testing.TB, token string, req *customerv1.ListCustomers
 	return a.result(tb, m, err)
 }
 
+func (a grpcAPI) lookup(tb testing.TB, token string, req *customerv1.LookupCustomersRequest) result {
+	m, err := a.c.LookupCustomers(authCtx(token), req)
+	return a.result(tb, m, err)
+}
+
 type restAPI struct {
 	base string
 	b    *testBundle
@@ -315,6 +324,8 @@ func (a restAPI) do(tb testing.TB, method, path, token, idemKey string, body []b
 			return result{customer: m}
 		case *customerv1.ListCustomersResponse:
 			return result{list: m}
+		case *customerv1.LookupCustomersResponse:
+			return result{found: m}
 		}
 	}
 	if a.b != nil {
@@ -374,6 +385,13 @@ func (a restAPI) list(tb testing.TB, token string, req *customerv1.ListCustomers
 	q.Set("pageToken", req.GetPageToken())
 	q.Set("tag", req.GetTag())
 	return a.do(tb, http.MethodGet, "/v1/customers?"+q.Encode(), token, "", nil, &customerv1.ListCustomersResponse{})
+}
+
+// lookup sends the value in the body: personal data never goes in a URL.
+func (a restAPI) lookup(tb testing.TB, token string, req *customerv1.LookupCustomersRequest) result {
+	body, err := protojson.Marshal(req)
+	require.NoError(tb, err)
+	return a.do(tb, http.MethodPost, "/v1/customers:lookup", token, "", body, &customerv1.LookupCustomersResponse{})
 }
 
 func (b *testBundle) apis() []api {

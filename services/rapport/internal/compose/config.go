@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/rapporthq/rapport/pkg/ratelimit"
+	"github.com/rapporthq/rapport/services/customer"
 	"github.com/rapporthq/rapport/services/gateway"
 )
 
@@ -44,6 +46,13 @@ type Config struct {
 	HTTPAddr string `env:"RAPPORT_HTTP_ADDR, default=127.0.0.1:8080" json:"http_addr"`
 
 	Auth AuthConfig `json:"auth"`
+
+	// MasterKey is the key that wraps every tenant's keys for customers'
+	// personal data: 32 random bytes, base64 (openssl rand -base64 32).
+	// Required where the customer target runs, unless RAPPORT_DEV=true,
+	// which keeps a generated one in DataDir/dev-keys. Every replica needs
+	// the same key; losing it loses all personal data.
+	MasterKey string `env:"RAPPORT_MASTER_KEY" json:"master_key"`
 
 	// RateLimit bounds calls per tenant and per principal, per process.
 	RateLimit RateLimitConfig `json:"rate_limit"`
@@ -197,6 +206,15 @@ func (c Config) Validate() error {
 	case (a.JWKSFile != "" || a.JWKSURL != "") && a.Dev:
 		errs = append(errs, errors.New("RAPPORT_DEV: cannot be combined with a JWKS; the development key would be ignored"))
 	}
+	if c.Runs(customer.Name) {
+		if c.MasterKey != "" {
+			if _, err := customer.ParseMasterKey(c.MasterKey); err != nil {
+				errs = append(errs, fmt.Errorf("RAPPORT_MASTER_KEY: %w", err))
+			}
+		} else if !a.Dev {
+			errs = append(errs, errors.New("RAPPORT_MASTER_KEY: required (32 random bytes, base64: openssl rand -base64 32), or RAPPORT_DEV=true to keep a development key in the data dir"))
+		}
+	}
 	if a.Issuer == "" || a.Audience == "" {
 		errs = append(errs, errors.New("RAPPORT_AUTH_ISSUER and RAPPORT_AUTH_AUDIENCE: must not be empty"))
 	}
@@ -244,5 +262,28 @@ func (c Config) Redacted() Config {
 		u.User = url.User("REDACTED")
 		c.NATSURL = u.String()
 	}
+	if c.MasterKey != "" {
+		c.MasterKey = "REDACTED"
+	}
 	return c
+}
+
+// CustomerMasterKey is the customer service's master key: RAPPORT_MASTER_KEY,
+// or in dev mode without it, the development key kept in DataDir/dev-keys.
+func (c Config) CustomerMasterKey() ([]byte, error) {
+	if c.MasterKey != "" {
+		k, err := customer.ParseMasterKey(c.MasterKey)
+		if err != nil {
+			return nil, fmt.Errorf("RAPPORT_MASTER_KEY: %w", err)
+		}
+		return k, nil
+	}
+	if !c.Auth.Dev {
+		return nil, errors.New("RAPPORT_MASTER_KEY: required")
+	}
+	k, err := customer.LoadOrCreateDevMasterKey(filepath.Join(c.DataDir, "dev-keys"))
+	if err != nil {
+		return nil, fmt.Errorf("development master key: %w", err)
+	}
+	return k, nil
 }
