@@ -75,7 +75,7 @@ func NewRelay(name string, deps Deps, cfg Config) (*Relay, error) {
 	r.relay = outbox.NewRelay(deps.Pool, deps.JetStream, outbox.RelayConfig{
 		Source:       "rapport/" + name,
 		PollInterval: cfg.RelayPollInterval,
-		Logger:       logger.With("component", "outbox-relay"),
+		Logger:       logger,
 		Registerer:   deps.Registerer,
 	})
 	return r, nil
