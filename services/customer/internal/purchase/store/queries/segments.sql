@@ -65,6 +65,10 @@ scored AS (
     CROSS JOIN LATERAL (
         SELECT greatest(0, floor(date_part('epoch', prm.now - s.last_purchase_time) / 86400)) AS days
     ) d
+    -- A fence: without it the planner inlines the score expressions into
+    -- every rule and comparison below, and planning (done per call, see
+    -- PurchaseLockCustomer) costs more than running the statement.
+    OFFSET 0
 ),
 classified AS (
     SELECT sc.*,
@@ -83,6 +87,7 @@ changed AS (
     CROSS JOIN params prm
     LEFT JOIN customer_segments cur
            ON cur.tenant_id = prm.tenant_id AND cur.customer_id = c.customer_id
+          AND (prm.customer_id IS NULL OR cur.customer_id = prm.customer_id)
     WHERE cur.customer_id IS NULL
        OR c.basis > cur.basis
        OR (c.basis = cur.basis
