@@ -817,10 +817,10 @@ const file_rapport_customer_v1_segment_proto_rawDesc = "" +
 	"\x1eListCustomersBySegmentResponse\x12B\n" +
 	"\tcustomers\x18\x01 \x03(\v2$.rapport.customer.v1.CustomerSegmentR\tcustomers\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x1b\n" +
-	"\x19GetSegmentSettingsRequest\"\xd4\x01\n" +
+	"\x19GetSegmentSettingsRequest\"\xb1\x02\n" +
 	"\x1cUpdateSegmentSettingsRequest\x12K\n" +
-	"\bsettings\x18\x01 \x01(\v2$.rapport.customer.v1.SegmentSettingsB\t\xe0A\x02\xbaH\x03\xc8\x01\x01R\bsettings\x12;\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"\bsettings\x18\x01 \x01(\v2$.rapport.customer.v1.SegmentSettingsB\t\xe0A\x02\xbaH\x03\xc8\x01\x01R\bsettings\x12\x97\x01\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBZ\xbaHW\xe2\x01T\x12\rbase_currency\x12\vwindow_days\x12\x10recency_max_days\x12\rfrequency_min\x12\x12monetary_min_minor\x12\x01*R\n" +
 	"updateMask\x12*\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"F\n" +
