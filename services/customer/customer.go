@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
@@ -21,6 +23,7 @@ import (
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
+	"github.com/rapporthq/rapport/services/customer/internal/purchase"
 	"github.com/rapporthq/rapport/services/customer/internal/server"
 	"github.com/rapporthq/rapport/services/customer/internal/store"
 )
@@ -43,9 +46,11 @@ func Migrations() fs.FS {
 
 // Service is the customer service.
 type Service struct {
-	grpc    *server.Server
-	consent *consent.Server
-	relay   *service.Relay
+	grpc      *server.Server
+	consent   *consent.Server
+	purchases *purchase.Server
+	recompute time.Duration
+	relay     *service.Relay
 }
 
 // ConsentServiceName is the consent and contact-governor API's gRPC name.
@@ -55,6 +60,11 @@ const ConsentServiceName = consent.ServiceName
 // plus the master key of its personal data.
 type Config struct {
 	service.Config
+
+	// SegmentRecompute is how often every tenant's RFM segments are
+	// recomputed (recency changes with time alone); 0 means 6 h. Each
+	// purchase also recomputes its customer at once.
+	SegmentRecompute time.Duration
 
 	// MasterKey wraps every tenant's keys, which wrap every customer's data
 	// key (DESIGN.md §3 Data): MasterKeySize random bytes, from
@@ -83,8 +93,14 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	profiles := profile.NewService(store.New(sealer), deps.Now)
+	every := cfg.SegmentRecompute
+	if every == 0 {
+		every = 6 * time.Hour
+	}
 	return &Service{grpc: server.New(deps.Pool, profiles, sealer),
-		consent: consent.NewServer(deps.Pool, deps.Now), relay: relay}, nil
+		consent:   consent.NewServer(deps.Pool, deps.Now),
+		purchases: purchase.NewServer(deps.Pool, deps.Now),
+		recompute: every, relay: relay}, nil
 }
 
 // GenerateMasterKey returns a new random master key (tests, and
@@ -157,7 +173,19 @@ func LoadOrCreateDevMasterKey(dir string) ([]byte, error) {
 func (s *Service) Register(srv grpc.ServiceRegistrar) {
 	customerv1.RegisterCustomerServiceServer(srv, s.grpc)
 	s.consent.Register(srv)
+	s.purchases.Register(srv)
 }
 
-// Run relays the service's events until ctx ends.
-func (s *Service) Run(ctx context.Context) error { return s.relay.Run(ctx) }
+// Run relays the service's events and recomputes segments on schedule until
+// ctx ends. Either failing stops both.
+func (s *Service) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.relay.Run(ctx) })
+	g.Go(func() error {
+		if err := s.purchases.RunRecompute(ctx, s.recompute); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("%s segment recompute: %w", Name, err)
+		}
+		return nil
+	})
+	return g.Wait()
+}

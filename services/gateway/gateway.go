@@ -85,6 +85,8 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 	for name, register := range map[string]func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		"customer": customerv1.RegisterCustomerServiceHandler,
 		"consent":  customerv1.RegisterConsentServiceHandler,
+		"purchase": customerv1.RegisterPurchaseServiceHandler,
+		"segment":  customerv1.RegisterSegmentServiceHandler,
 	} {
 		if err := register(ctx, mux, deps.Customer); err != nil {
 			return nil, fmt.Errorf("gateway: register %s: %w", name, err)

@@ -115,6 +115,69 @@ type CustomerKey struct {
 	CreateTime time.Time
 }
 
+type CustomerSegment struct {
+	TenantID          uuid.UUID
+	CustomerID        uuid.UUID
+	Segment           string
+	PreviousSegment   string
+	RecencyScore      int16
+	FrequencyScore    int16
+	MonetaryScore     int16
+	LastPurchaseTime  time.Time
+	Frequency         int64
+	MonetaryMinor     int64
+	MonetaryCurrency  string
+	Basis             int64
+	SegmentVersion    int64
+	SegmentChanged    bool
+	SegmentChangeTime time.Time
+	UpdateTime        time.Time
+}
+
+type Purchase struct {
+	TenantID         uuid.UUID
+	ID               uuid.UUID
+	CustomerID       uuid.UUID
+	OrderReference   string
+	Channel          string
+	CurrencyCode     string
+	TotalAmountMinor int64
+	PurchaseTime     time.Time
+	RequestHash      []byte
+	CreateTime       time.Time
+}
+
+type PurchaseItem struct {
+	TenantID       uuid.UUID
+	PurchaseID     uuid.UUID
+	Line           int32
+	Sku            string
+	Name           string
+	Category       string
+	Quantity       int32
+	CurrencyCode   string
+	UnitPriceMinor int64
+}
+
+type SegmentSchedule struct {
+	TenantID    uuid.UUID
+	NextRunTime time.Time
+	LastRunTime pgtype.Timestamptz
+	Rounds      int64
+	LastChanged int64
+}
+
+type SegmentSetting struct {
+	TenantID         uuid.UUID
+	BaseCurrency     string
+	WindowDays       int32
+	RecencyMaxDays   []int32
+	FrequencyMin     []int64
+	MonetaryMinMinor []int64
+	Version          int64
+	UpdateTime       time.Time
+}
+
 type TenantKey struct {
 	TenantID   uuid.UUID
 	AeadKeyset []byte
