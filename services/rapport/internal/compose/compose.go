@@ -294,7 +294,7 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 	mux.Handle("GET /readyz", s.health.ReadyHandler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if cfg.Runs(gateway.Name) {
-		if opts.GatewayInMemory && cfg.Upstream.Customer == "" {
+		if (opts.GatewayInMemory || cfg.GatewayInMemory) && cfg.Upstream.Customer == "" {
 			s.memLis = bufconn.Listen(1 << 20)
 		}
 		gw, err := s.buildGateway(ctx)
