@@ -149,10 +149,21 @@ func Write(ctx context.Context, tx pgx.Tx, events ...Event) error {
 		}
 		rows = append(rows, row)
 	}
-	for _, row := range rows {
-		if err := queries.OutboxInsert(ctx, tx, row); err != nil {
-			return fmt.Errorf("outbox: write event %s: %w", row.ID, pgdb.Classify(err))
+	if len(rows) == 1 {
+		if err := queries.OutboxInsert(ctx, tx, rows[0]); err != nil {
+			return fmt.Errorf("outbox: write event %s: %w", rows[0].ID, pgdb.Classify(err))
 		}
+		return nil
+	}
+	// Many events (a tenant-wide recompute writes thousands) go in one COPY:
+	// one round trip instead of one per event. COPY inserts in order, so seq
+	// still follows the order given, and per-aggregate order with it.
+	many := make([]dbgen.OutboxInsertManyParams, len(rows))
+	for i, row := range rows {
+		many[i] = dbgen.OutboxInsertManyParams(row)
+	}
+	if _, err := queries.OutboxInsertMany(ctx, tx, many); err != nil {
+		return fmt.Errorf("outbox: write %d events: %w", len(rows), pgdb.Classify(err))
 	}
 	return nil
 }

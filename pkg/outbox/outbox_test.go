@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,26 @@ func TestWrite(t *testing.T) {
 			require.Len(t, rows, 2)
 			require.Equal(t, []uuid.UUID{e1.ID, e2.ID}, []uuid.UUID{rows[0].ID, rows[1].ID}, "seq follows argument order")
 			require.True(t, at.Equal(rows[0].OccurredAt), "occurred_at %s, want %s", rows[0].OccurredAt, at)
+		})
+	})
+
+	t.Run("ManyEventsInOneWriteKeepTheirOrder", func(t *testing.T) {
+		t.Parallel()
+		events := make([]Event, 1000)
+		for i := range events {
+			events[i] = testEvent(fmt.Sprintf("many-%d", i%7), int64(i/7+1))
+		}
+		inRolledBackTx(t, pool, func(tx pgx.Tx) {
+			require.NoError(t, Write(t.Context(), tx, events...))
+			rows, err := tx.Query(t.Context(), "SELECT id FROM outbox WHERE aggregate_id LIKE 'many-%' ORDER BY seq")
+			require.NoError(t, err)
+			got, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			require.NoError(t, err)
+			want := make([]uuid.UUID, len(events))
+			for i, e := range events {
+				want[i] = e.ID
+			}
+			require.Equal(t, want, got, "seq follows argument order across a COPY")
 		})
 	})
 

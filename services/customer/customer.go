@@ -97,9 +97,11 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 	if every == 0 {
 		every = 6 * time.Hour
 	}
+	purchases := purchase.NewServer(deps.Pool, deps.Now)
+	purchases.Logger = deps.Logger
 	return &Service{grpc: server.New(deps.Pool, profiles, sealer),
 		consent:   consent.NewServer(deps.Pool, deps.Now),
-		purchases: purchase.NewServer(deps.Pool, deps.Now),
+		purchases: purchases,
 		recompute: every, relay: relay}, nil
 }
 

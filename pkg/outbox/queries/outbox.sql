@@ -10,6 +10,17 @@ INSERT INTO outbox (
     @aggregate_version, @payload, @occurred_at
 );
 
+-- OutboxInsertMany writes many events with COPY, in the order given: seq
+-- follows that order, as it would for single inserts.
+-- name: OutboxInsertMany :copyfrom
+INSERT INTO outbox (
+    id, tenant_id, subject, event_type, aggregate_type, aggregate_id,
+    aggregate_version, payload, occurred_at
+) VALUES (
+    @id, @tenant_id, @subject, @event_type, @aggregate_type, @aggregate_id,
+    @aggregate_version, @payload, @occurred_at
+);
+
 -- OutboxPending reads the oldest unpublished rows. There is no cursor: a row
 -- that commits after rows with a higher seq were published is still found
 -- here on the next poll, because it is still unpublished.

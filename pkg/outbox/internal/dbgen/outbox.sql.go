@@ -78,6 +78,18 @@ func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg OutboxInsertPar
 	return err
 }
 
+type OutboxInsertManyParams struct {
+	ID               uuid.UUID
+	TenantID         uuid.UUID
+	Subject          string
+	EventType        string
+	AggregateType    string
+	AggregateID      string
+	AggregateVersion int64
+	Payload          []byte
+	OccurredAt       time.Time
+}
+
 const outboxLag = `-- name: OutboxLag :one
 SELECT count(*)::bigint AS pending,
        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest_seconds
