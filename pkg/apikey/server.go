@@ -14,8 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rapporthq/rapport/pkg/authn"
@@ -69,20 +67,6 @@ func NewServer(pool *pgxpool.Pool, cfg ServerConfig) *Server {
 // Register adds the AccessService to r.
 func (s *Server) Register(r grpc.ServiceRegistrar) { accessv1.RegisterAccessServiceServer(r, s) }
 
-// caller is who is calling: the tenant and the principal from the verified
-// credential. The tenant never comes from the request.
-func caller(ctx context.Context) (tenantID uuid.UUID, subject string, err error) {
-	p, ok := authn.FromContext(ctx)
-	if !ok {
-		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
-	}
-	t, err := uuid.Parse(p.TenantID)
-	if err != nil || p.Subject == "" {
-		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
-	}
-	return t, p.Subject, nil
-}
-
 // CreateApiKey stores a new key and returns it with its secret, once.
 //
 // With a request_id, the response is stored for retries in the schema's
@@ -91,7 +75,7 @@ func caller(ctx context.Context) (tenantID uuid.UUID, subject string, err error)
 // idempotency-key reaper after its TTL (48 h by default), so for that long a
 // reader of the access schema could read a key created with a request_id.
 func (s *Server) CreateApiKey(ctx context.Context, req *accessv1.CreateApiKeyRequest) (*accessv1.CreateApiKeyResponse, error) {
-	tenant, actor, err := caller(ctx)
+	tenant, actor, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +122,7 @@ func (s *Server) CreateApiKey(ctx context.Context, req *accessv1.CreateApiKeyReq
 
 // ListApiKeys pages through the tenant's keys, newest first.
 func (s *Server) ListApiKeys(ctx context.Context, req *accessv1.ListApiKeysRequest) (*accessv1.ListApiKeysResponse, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +156,7 @@ func (s *Server) ListApiKeys(ctx context.Context, req *accessv1.ListApiKeysReque
 
 // GetApiKey returns one key of the tenant.
 func (s *Server) GetApiKey(ctx context.Context, req *accessv1.GetApiKeyRequest) (*accessv1.ApiKey, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +175,7 @@ func (s *Server) GetApiKey(ctx context.Context, req *accessv1.GetApiKeyRequest) 
 // is, so repeating the call (with or without the same request_id) is safe.
 // Verifiers stop accepting the key within their cache TTL.
 func (s *Server) RevokeApiKey(ctx context.Context, req *accessv1.RevokeApiKeyRequest) (*accessv1.ApiKey, error) {
-	tenant, actor, err := caller(ctx)
+	tenant, actor, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,9 @@ package authn
 import (
 	"context"
 	"errors"
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"slices"
 )
 
@@ -45,4 +48,19 @@ func NewContext(ctx context.Context, p Principal) context.Context {
 func FromContext(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
+}
+
+// Caller returns the tenant and subject of the authenticated principal in
+// ctx, for handlers that scope every query by tenant. The tenant never comes
+// from a request. Without a usable principal it returns UNAUTHENTICATED.
+func Caller(ctx context.Context) (tenantID uuid.UUID, subject string, err error) {
+	p, ok := FromContext(ctx)
+	if !ok {
+		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
+	}
+	t, err := uuid.Parse(p.TenantID)
+	if err != nil || p.Subject == "" {
+		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
+	}
+	return t, p.Subject, nil
 }

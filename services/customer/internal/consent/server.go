@@ -71,15 +71,11 @@ func (s *Server) Register(r grpc.ServiceRegistrar) { customerv1.RegisterConsentS
 // caller is who is calling: the tenant and the principal from the verified
 // credential. The tenant never comes from the request.
 func caller(ctx context.Context, requestID string) (actor, error) {
-	p, ok := authn.FromContext(ctx)
-	if !ok {
-		return actor{}, status.Error(codes.Unauthenticated, "authentication required")
+	t, subject, err := authn.Caller(ctx)
+	if err != nil {
+		return actor{}, err
 	}
-	t, err := uuid.Parse(p.TenantID)
-	if err != nil || p.Subject == "" {
-		return actor{}, status.Error(codes.Unauthenticated, "authentication required")
-	}
-	a := actor{tenant: t, subject: p.Subject}
+	a := actor{tenant: t, subject: subject}
 	if requestID != "" {
 		// Validated as a UUID by the request schema.
 		a.requestID, _ = uuid.Parse(requestID)

@@ -23,7 +23,6 @@
 package purchase
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -35,7 +34,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase/store"
@@ -147,20 +145,6 @@ func toStatus(err error) error {
 		return st.Err()
 	}
 	return err
-}
-
-// caller is the tenant and principal from the verified credentials; the
-// tenant never comes from the request.
-func caller(ctx context.Context) (tenantID uuid.UUID, subject string, err error) {
-	p, ok := authn.FromContext(ctx)
-	if !ok {
-		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
-	}
-	t, err := uuid.Parse(p.TenantID)
-	if err != nil {
-		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
-	}
-	return t, p.Subject, nil
 }
 
 // parseID parses a UUID request field (protovalidate has checked its form;

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	typev1 "github.com/rapporthq/rapport/pkg/gen/rapport/type/v1"
 	"github.com/rapporthq/rapport/pkg/idem"
@@ -33,7 +34,7 @@ type purchaseAPI struct {
 }
 
 func (a *purchaseAPI) RecordPurchase(ctx context.Context, req *customerv1.RecordPurchaseRequest) (*customerv1.Purchase, error) {
-	tenant, subject, err := caller(ctx)
+	tenant, subject, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +60,7 @@ func (a *purchaseAPI) RecordPurchase(ctx context.Context, req *customerv1.Record
 }
 
 func (a *purchaseAPI) GetPurchase(ctx context.Context, req *customerv1.GetPurchaseRequest) (*customerv1.Purchase, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +83,7 @@ func (a *purchaseAPI) GetPurchase(ctx context.Context, req *customerv1.GetPurcha
 }
 
 func (a *purchaseAPI) ListPurchases(ctx context.Context, req *customerv1.ListPurchasesRequest) (*customerv1.ListPurchasesResponse, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/outbox"
@@ -49,7 +50,7 @@ type segmentAPI struct {
 }
 
 func (a *segmentAPI) GetCustomerSegment(ctx context.Context, req *customerv1.GetCustomerSegmentRequest) (*customerv1.CustomerSegment, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +78,7 @@ func (a *segmentAPI) GetCustomerSegment(ctx context.Context, req *customerv1.Get
 }
 
 func (a *segmentAPI) ListCustomersBySegment(ctx context.Context, req *customerv1.ListCustomersBySegmentRequest) (*customerv1.ListCustomersBySegmentResponse, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +112,7 @@ func (a *segmentAPI) ListCustomersBySegment(ctx context.Context, req *customerv1
 }
 
 func (a *segmentAPI) GetSegmentSettings(ctx context.Context, _ *customerv1.GetSegmentSettingsRequest) (*customerv1.SegmentSettings, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +124,7 @@ func (a *segmentAPI) GetSegmentSettings(ctx context.Context, _ *customerv1.GetSe
 }
 
 func (a *segmentAPI) UpdateSegmentSettings(ctx context.Context, req *customerv1.UpdateSegmentSettingsRequest) (*customerv1.SegmentSettings, error) {
-	tenant, subject, err := caller(ctx)
+	tenant, subject, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +160,7 @@ func (a *segmentAPI) UpdateSegmentSettings(ctx context.Context, req *customerv1.
 }
 
 func (a *segmentAPI) RecomputeSegments(ctx context.Context, req *customerv1.RecomputeSegmentsRequest) (*customerv1.RecomputeSegmentsResponse, error) {
-	tenant, subject, err := caller(ctx)
+	tenant, subject, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -20,8 +20,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -57,22 +55,8 @@ func New(pool *pgxpool.Pool, profiles *profile.Service, sealer *pii.Sealer) *Ser
 	return &Server{pool: pool, profiles: profiles, sealer: sealer}
 }
 
-// caller is who is calling: the tenant and the principal from the verified
-// token. The tenant never comes from the request body.
-func caller(ctx context.Context) (tenantID uuid.UUID, subject string, err error) {
-	p, ok := authn.FromContext(ctx)
-	if !ok {
-		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
-	}
-	t, err := uuid.Parse(p.TenantID)
-	if err != nil {
-		return uuid.Nil, "", status.Error(codes.Unauthenticated, "authentication required")
-	}
-	return t, p.Subject, nil
-}
-
 func (s *Server) CreateCustomer(ctx context.Context, req *customerv1.CreateCustomerRequest) (*customerv1.Customer, error) {
-	tenant, subject, err := caller(ctx)
+	tenant, subject, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +74,7 @@ func (s *Server) CreateCustomer(ctx context.Context, req *customerv1.CreateCusto
 }
 
 func (s *Server) GetCustomer(ctx context.Context, req *customerv1.GetCustomerRequest) (*customerv1.Customer, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +90,7 @@ func (s *Server) GetCustomer(ctx context.Context, req *customerv1.GetCustomerReq
 }
 
 func (s *Server) ListCustomers(ctx context.Context, req *customerv1.ListCustomersRequest) (*customerv1.ListCustomersResponse, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +128,7 @@ func (s *Server) ListCustomers(ctx context.Context, req *customerv1.ListCustomer
 }
 
 func (s *Server) UpdateCustomer(ctx context.Context, req *customerv1.UpdateCustomerRequest) (*customerv1.Customer, error) {
-	tenant, subject, err := caller(ctx)
+	tenant, subject, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +154,7 @@ func (s *Server) UpdateCustomer(ctx context.Context, req *customerv1.UpdateCusto
 }
 
 func (s *Server) LookupCustomers(ctx context.Context, req *customerv1.LookupCustomersRequest) (*customerv1.LookupCustomersResponse, error) {
-	tenant, _, err := caller(ctx)
+	tenant, _, err := authn.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
