@@ -26,12 +26,6 @@ import (
 // ServiceName is the gRPC service Register adds, for health and readiness.
 const ServiceName = "rapport.access.v1.AccessService"
 
-// Page sizes, per the API conventions.
-const (
-	defaultPageSize = 50
-	maxPageSize     = 500
-)
-
 // ServerConfig tunes a Server; zero values are defaults.
 type ServerConfig struct {
 	// Logger receives the audit lines of key creation and revocation (info):
@@ -126,13 +120,7 @@ func (s *Server) ListApiKeys(ctx context.Context, req *accessv1.ListApiKeysReque
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
-	}
+	size := grpcx.PageSize(req.GetPageSize())
 	var before uuid.UUID
 	if tok := req.GetPageToken(); tok != "" {
 		if before, err = decodePageToken(tok); err != nil {

@@ -40,12 +40,6 @@ const (
 	ErrorReasonReferenceConflict = "CONTACT_REFERENCE_CONFLICT"
 )
 
-// Page sizes, per the API conventions.
-const (
-	defaultPageSize = 50
-	maxPageSize     = 500
-)
-
 // Server implements customerv1.ConsentServiceServer: the transport of
 // consent, preferences, the governor and the tenant's contact policy. Every
 // query is scoped by the caller's tenant, so another tenant's customer is
@@ -190,13 +184,7 @@ func (s *Server) ListConsentEvents(ctx context.Context, req *customerv1.ListCons
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
-	}
+	size := grpcx.PageSize(req.GetPageSize())
 	var before int64
 	if tok := req.GetPageToken(); tok != "" {
 		if before, err = decodeEventsPageToken(tok, id); err != nil {

@@ -52,12 +52,6 @@ const (
 // replayed with a different purchase.
 const ReasonOrderReferenceUsed = "ORDER_REFERENCE_ALREADY_USED"
 
-// Page sizes, per the API conventions.
-const (
-	defaultPageSize = 50
-	maxPageSize     = 500
-)
-
 // defaultRecomputeTimeout bounds one tenant's recompute statement.
 const defaultRecomputeTimeout = 10 * time.Minute
 
@@ -155,16 +149,4 @@ func parseID(field, v string) (uuid.UUID, error) {
 		return uuid.Nil, grpcx.InvalidArgument(grpcx.FieldViolation{Field: field, Description: "must be a UUID"})
 	}
 	return id, nil
-}
-
-// pageSize applies the list conventions: 0 means the default, more than
-// the maximum means the maximum.
-func pageSize(n int32) int {
-	switch {
-	case n <= 0:
-		return defaultPageSize
-	case n > maxPageSize:
-		return maxPageSize
-	}
-	return int(n)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	typev1 "github.com/rapporthq/rapport/pkg/gen/rapport/type/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/outbox"
 	"github.com/rapporthq/rapport/pkg/pgdb"
@@ -91,7 +92,7 @@ func (a *purchaseAPI) ListPurchases(ctx context.Context, req *customerv1.ListPur
 	if err != nil {
 		return nil, err
 	}
-	size := pageSize(req.GetPageSize())
+	size := grpcx.PageSize(req.GetPageSize())
 	filter := "purchases:" + customerID.String()
 	var after store.Cursor
 	if tok := req.GetPageToken(); tok != "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/outbox"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase/store"
@@ -86,7 +87,7 @@ func (a *segmentAPI) ListCustomersBySegment(ctx context.Context, req *customerv1
 	if segment == "" {
 		return nil, toStatus(&fieldError{field: "segment", reason: "must be a segment"})
 	}
-	size := pageSize(req.GetPageSize())
+	size := grpcx.PageSize(req.GetPageSize())
 	filter := "segment:" + segment
 	var after store.Cursor
 	if tok := req.GetPageToken(); tok != "" {

@@ -32,10 +32,7 @@ import (
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 )
 
-// Page sizes, per the API conventions.
 const (
-	defaultPageSize = 50
-	maxPageSize     = 500
 	// maxLookupResults bounds LookupCustomers; more customers sharing one
 	// email or phone is not a lookup any more.
 	maxLookupResults = 100
@@ -94,13 +91,7 @@ func (s *Server) ListCustomers(ctx context.Context, req *customerv1.ListCustomer
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
-	}
+	size := grpcx.PageSize(req.GetPageSize())
 	q := profile.ListQuery{TenantID: tenant, Tag: req.GetTag(), Limit: size + 1}
 	if tok := req.GetPageToken(); tok != "" {
 		before, err := decodePageToken(tok, req)
