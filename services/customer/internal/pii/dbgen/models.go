@@ -106,6 +106,21 @@ type Customer struct {
 	PhoneSealed       []byte
 	EmailBidx         pgtype.Int4
 	PhoneBidx         pgtype.Int4
+	BirthdaySealed    []byte
+	BirthMonth        pgtype.Int2
+	BirthDay          pgtype.Int2
+	AddressSealed     []byte
+	CountryCode       string
+	AttributesSealed  []byte
+	MergedInto        pgtype.UUID
+	MergeTime         pgtype.Timestamptz
+}
+
+type CustomerExternalRef struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+	System     string
+	Ref        string
 }
 
 type CustomerKey struct {

@@ -14,7 +14,7 @@ import (
 )
 
 const customerCandidatesByEmail = `-- name: CustomerCandidatesByEmail :many
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND email_bidx = $2 ORDER BY id DESC
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND email_bidx = $2 ORDER BY id DESC
 `
 
 type CustomerCandidatesByEmailParams struct {
@@ -47,6 +47,14 @@ func (q *Queries) CustomerCandidatesByEmail(ctx context.Context, db DBTX, arg Cu
 			&i.PhoneSealed,
 			&i.EmailBidx,
 			&i.PhoneBidx,
+			&i.BirthdaySealed,
+			&i.BirthMonth,
+			&i.BirthDay,
+			&i.AddressSealed,
+			&i.CountryCode,
+			&i.AttributesSealed,
+			&i.MergedInto,
+			&i.MergeTime,
 		); err != nil {
 			return nil, err
 		}
@@ -59,7 +67,7 @@ func (q *Queries) CustomerCandidatesByEmail(ctx context.Context, db DBTX, arg Cu
 }
 
 const customerCandidatesByPhone = `-- name: CustomerCandidatesByPhone :many
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND phone_bidx = $2 ORDER BY id DESC
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND phone_bidx = $2 ORDER BY id DESC
 `
 
 type CustomerCandidatesByPhoneParams struct {
@@ -90,6 +98,14 @@ func (q *Queries) CustomerCandidatesByPhone(ctx context.Context, db DBTX, arg Cu
 			&i.PhoneSealed,
 			&i.EmailBidx,
 			&i.PhoneBidx,
+			&i.BirthdaySealed,
+			&i.BirthMonth,
+			&i.BirthDay,
+			&i.AddressSealed,
+			&i.CountryCode,
+			&i.AttributesSealed,
+			&i.MergedInto,
+			&i.MergeTime,
 		); err != nil {
 			return nil, err
 		}
@@ -102,7 +118,7 @@ func (q *Queries) CustomerCandidatesByPhone(ctx context.Context, db DBTX, arg Cu
 }
 
 const customerGet = `-- name: CustomerGet :one
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND id = $2
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND id = $2
 `
 
 type CustomerGetParams struct {
@@ -127,12 +143,20 @@ func (q *Queries) CustomerGet(ctx context.Context, db DBTX, arg CustomerGetParam
 		&i.PhoneSealed,
 		&i.EmailBidx,
 		&i.PhoneBidx,
+		&i.BirthdaySealed,
+		&i.BirthMonth,
+		&i.BirthDay,
+		&i.AddressSealed,
+		&i.CountryCode,
+		&i.AttributesSealed,
+		&i.MergedInto,
+		&i.MergeTime,
 	)
 	return i, err
 }
 
 const customerGetForUpdate = `-- name: CustomerGetForUpdate :one
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE
 `
 
 type CustomerGetForUpdateParams struct {
@@ -157,6 +181,14 @@ func (q *Queries) CustomerGetForUpdate(ctx context.Context, db DBTX, arg Custome
 		&i.PhoneSealed,
 		&i.EmailBidx,
 		&i.PhoneBidx,
+		&i.BirthdaySealed,
+		&i.BirthMonth,
+		&i.BirthDay,
+		&i.AddressSealed,
+		&i.CountryCode,
+		&i.AttributesSealed,
+		&i.MergedInto,
+		&i.MergeTime,
 	)
 	return i, err
 }
@@ -167,7 +199,7 @@ INSERT INTO customers (tenant_id, id, display_name_sealed, email_sealed, phone_s
                        locale, time_zone, tags, create_time, update_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7,
         $8, $9, $10, $11, $11)
-RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx
+RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time
 `
 
 type CustomerInsertParams struct {
@@ -216,12 +248,20 @@ func (q *Queries) CustomerInsert(ctx context.Context, db DBTX, arg CustomerInser
 		&i.PhoneSealed,
 		&i.EmailBidx,
 		&i.PhoneBidx,
+		&i.BirthdaySealed,
+		&i.BirthMonth,
+		&i.BirthDay,
+		&i.AddressSealed,
+		&i.CountryCode,
+		&i.AttributesSealed,
+		&i.MergedInto,
+		&i.MergeTime,
 	)
 	return i, err
 }
 
 const customerList = `-- name: CustomerList :many
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx FROM customers
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers
 WHERE tenant_id = $1
   AND ($2::uuid IS NULL OR id < $2::uuid)
   AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
@@ -265,6 +305,14 @@ func (q *Queries) CustomerList(ctx context.Context, db DBTX, arg CustomerListPar
 			&i.PhoneSealed,
 			&i.EmailBidx,
 			&i.PhoneBidx,
+			&i.BirthdaySealed,
+			&i.BirthMonth,
+			&i.BirthDay,
+			&i.AddressSealed,
+			&i.CountryCode,
+			&i.AttributesSealed,
+			&i.MergedInto,
+			&i.MergeTime,
 		); err != nil {
 			return nil, err
 		}
@@ -282,7 +330,7 @@ SET display_name_sealed = $1, email_sealed = $2, phone_sealed = $3,
     email_bidx = $4, phone_bidx = $5, locale = $6,
     time_zone = $7, tags = $8, version = version + 1, update_time = $9
 WHERE tenant_id = $10 AND id = $11 AND version = $12
-RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx
+RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time
 `
 
 type CustomerUpdateParams struct {
@@ -330,6 +378,14 @@ func (q *Queries) CustomerUpdate(ctx context.Context, db DBTX, arg CustomerUpdat
 		&i.PhoneSealed,
 		&i.EmailBidx,
 		&i.PhoneBidx,
+		&i.BirthdaySealed,
+		&i.BirthMonth,
+		&i.BirthDay,
+		&i.AddressSealed,
+		&i.CountryCode,
+		&i.AttributesSealed,
+		&i.MergedInto,
+		&i.MergeTime,
 	)
 	return i, err
 }
