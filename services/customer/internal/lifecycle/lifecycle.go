@@ -1,0 +1,44 @@
+// Package lifecycle names what every package holding data about a customer
+// must do when that customer is exported, merged into another or erased.
+// The privacy and profile packages run these steps for every package that
+// implements them, so a new table cannot be forgotten by an export, a merge
+// or an erasure: the package that owns it says how.
+//
+// Every step runs inside the caller's transaction; none commits.
+package lifecycle
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+)
+
+// Exporter returns everything its package holds about one customer, for
+// ExportCustomer (the right of access). The message is rendered as JSON
+// under Section in the export document; personal fields are decrypted.
+type Exporter interface {
+	Section() string
+	Export(ctx context.Context, tx pgx.Tx, tenant, customer uuid.UUID) (proto.Message, error)
+}
+
+// Merger moves the sources' rows to the primary customer when customers are
+// merged (MergeCustomers). It resolves its own conflicts (the primary's
+// state wins unless the package says otherwise) and reports how many rows
+// it moved, for the dry run's preview.
+type Merger interface {
+	Section() string
+	Merge(ctx context.Context, tx pgx.Tx, tenant, primary uuid.UUID, sources []uuid.UUID) (moved int64, err error)
+}
+
+// Eraser forgets one customer (EraseCustomer, the right to erasure). The
+// customer's data key is destroyed by the caller, which makes every field
+// sealed under it unreadable; an Eraser deletes or pseudonymises what is not
+// sealed and must go (free text, addresses, schedules), and keeps what the
+// business must keep without identifying anyone (amounts, counts). Erasing
+// twice must be harmless.
+type Eraser interface {
+	Section() string
+	Erase(ctx context.Context, tx pgx.Tx, tenant, customer uuid.UUID) error
+}
