@@ -59,9 +59,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 		opts = &setupOpts{}
 	}
 	dbURL := pgdbtest.NewDatabase(t, spec)
-	pool, err := pgdb.Open(context.Background(), pgdb.Config{URL: dbURL, Schema: spec.Schema, MaxConns: opts.maxConns})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := pgdbtest.Open(t, pgdb.Config{URL: dbURL, Schema: spec.Schema, MaxConns: opts.maxConns})
 	return &testBundle{pool: pool, tenant: uuid.NewString()}
 }
 

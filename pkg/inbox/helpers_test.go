@@ -47,10 +47,8 @@ func setup(t *testing.T) *testBundle {
 	dbURL := pgdbtest.NewDatabase(t, pgdbtest.Spec{Schema: testSchema})
 	// More connections than pgxpool's default (4 on 2 cores): up to 8
 	// workers each hold one for their transaction, and the hooks query too.
-	pool, err := pgdb.Open(ctx, pgdb.Config{URL: dbURL, Schema: testSchema, MaxConns: 24})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	_, err = pool.Exec(ctx, `CREATE TABLE effects (event_id text PRIMARY KEY, applied integer NOT NULL)`)
+	pool := pgdbtest.Open(t, pgdb.Config{URL: dbURL, Schema: testSchema, MaxConns: 24})
+	_, err := pool.Exec(ctx, `CREATE TABLE effects (event_id text PRIMARY KEY, applied integer NOT NULL)`)
 	require.NoError(t, err)
 
 	s := natstest.Start(t)
