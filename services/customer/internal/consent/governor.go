@@ -101,7 +101,7 @@ func (t Touch) Same(u Touch) bool {
 type Situation struct {
 	// Known is false for a customer not in the caller's tenant.
 	Known bool
-	// Erased is reserved for privacy erasure; nothing sets it yet.
+	// Erased is true once the customer was erased (package privacy).
 	Erased bool
 	// TimeZone is the customer's IANA zone; "" uses the policy's default.
 	TimeZone string

@@ -25,6 +25,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/consent/store"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
 
 // ServiceName is the gRPC service Register adds, for health and readiness.
@@ -38,6 +39,10 @@ const (
 	ErrorReasonTokenExpired      = "CONFIRMATION_TOKEN_EXPIRED"
 	ErrorReasonTokenSuperseded   = "CONFIRMATION_TOKEN_SUPERSEDED"
 	ErrorReasonReferenceConflict = "CONTACT_REFERENCE_CONFLICT"
+	// ErrorReasonErased: the customer was erased (the governor's ERASED).
+	ErrorReasonErased = "ERASED"
+	// ErrorReasonSuppressed: marketing to an erased customer's address.
+	ErrorReasonSuppressed = "CONTACT_SUPPRESSED"
 )
 
 // Server implements customerv1.ConsentServiceServer: the transport of
@@ -278,6 +283,10 @@ func (s *Server) UpdateContactPreferences(ctx context.Context, req *customerv1.U
 			if err != nil {
 				return nil, toStatus(err, "contact_preferences.")
 			}
+			if err := audit.Record(ctx, tx, audit.Entry{Action: audit.PreferencesChange,
+				CustomerIDs: []uuid.UUID{id}, Fields: paths, IdempotencyKey: req.GetRequestId()}); err != nil {
+				return nil, err
+			}
 			return preferencesToProto(p), nil
 		})
 }
@@ -430,6 +439,11 @@ func toStatus(err error, fieldPrefix string) error {
 	case errors.Is(err, ErrOutdated):
 		return grpcx.FailedPrecondition(ErrorReasonOutdated,
 			"a decision captured later is already recorded for this channel and purpose")
+	case errors.Is(err, ErrCustomerErased):
+		return grpcx.FailedPrecondition(ErrorReasonErased, "the customer was erased")
+	case errors.Is(err, ErrContactSuppressed):
+		return grpcx.FailedPrecondition(ErrorReasonSuppressed,
+			"the customer's address for this channel may not receive marketing (an erased customer's)")
 	case errors.Is(err, ErrTokenNotFound):
 		return grpcx.NotFound("confirmation token")
 	case errors.Is(err, ErrTokenUsed):

@@ -13,6 +13,7 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/outbox"
 	"github.com/rapporthq/rapport/services/customer/internal/consent/store"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
 
 // Event subject and aggregate of consent changes, per DESIGN.md.
@@ -35,6 +36,9 @@ type actor struct {
 type service struct {
 	store *store.Store
 	now   func() time.Time
+	// suppressor, when set, refuses marketing grants to suppressed
+	// addresses (package privacy).
+	suppressor Suppressor
 }
 
 // clock is now in UTC at the database's precision, so what a call returns
@@ -102,8 +106,17 @@ type setResult struct {
 func (s *service) setConsent(ctx context.Context, tx pgx.Tx, who actor, c Change) (setResult, error) {
 	now := s.clock()
 	c.CaptureTime = c.CaptureTime.Truncate(time.Microsecond)
-	if _, err := s.lock(ctx, tx, who.tenant, c.CustomerID, now); err != nil {
+	set, err := s.lock(ctx, tx, who.tenant, c.CustomerID, now)
+	if err != nil {
 		return setResult{}, err
+	}
+	if err := writable(set.Erased); err != nil {
+		return setResult{}, err
+	}
+	if sup, err := s.suppressed(ctx, tx, who.tenant, c); err != nil {
+		return setResult{}, err
+	} else if sup {
+		return setResult{}, ErrContactSuppressed
 	}
 	cur, err := s.current(ctx, tx, who.tenant, c.CustomerID, c.Channel, c.Purpose)
 	if err != nil {
@@ -146,7 +159,11 @@ func (s *service) confirm(ctx context.Context, tx pgx.Tx, who actor, token strin
 	if err != nil {
 		return Consent{}, err
 	}
-	if _, err := s.lock(ctx, tx, who.tenant, t.CustomerID, now); err != nil {
+	set, err := s.lock(ctx, tx, who.tenant, t.CustomerID, now)
+	if err != nil {
+		return Consent{}, err
+	}
+	if err := writable(set.Erased); err != nil {
 		return Consent{}, err
 	}
 	if t, err = s.store.GetToken(ctx, tx, who.tenant, hash, true); err != nil {
@@ -211,6 +228,16 @@ func (s *service) record(ctx context.Context, tx pgx.Tx, who actor, prev *Consen
 	})
 	if err != nil {
 		return Consent{}, fmt.Errorf("write %s event: %w", SubjectChanged, err)
+	}
+	// The audit row names the consent changed, never its state.
+	var key string
+	if who.requestID != uuid.Nil {
+		key = who.requestID.String()
+	}
+	err = audit.Record(ctx, tx, audit.Entry{Action: audit.ConsentChange, CustomerIDs: []uuid.UUID{next.CustomerID},
+		Fields: []string{"consents." + string(next.Channel) + "." + string(next.Purpose)}, IdempotencyKey: key})
+	if err != nil {
+		return Consent{}, err
 	}
 	return next, nil
 }
@@ -288,6 +315,9 @@ func (s *service) updatePreferences(ctx context.Context, tx pgx.Tx, tenant uuid.
 	if err != nil {
 		return Preferences{}, err
 	}
+	if err := writable(set.Erased); err != nil {
+		return Preferences{}, err
+	}
 	pol, err := s.policy(ctx, tx, tenant)
 	if err != nil {
 		return Preferences{}, err
@@ -328,7 +358,8 @@ func (s *service) situation(ctx context.Context, db store.DB, tenant uuid.UUID, 
 	if err != nil {
 		return Situation{}, err
 	}
-	sit := Situation{Known: true, TimeZone: set.TimeZone, Consent: cur, Policy: pol, Touches: make([]Touch, len(rows))}
+	sit := Situation{Known: true, Erased: set.Erased, TimeZone: set.TimeZone, Consent: cur, Policy: pol,
+		Touches: make([]Touch, len(rows))}
 	for i, r := range rows {
 		sit.Touches[i] = touchFromStore(r)
 	}
@@ -395,7 +426,11 @@ func (s *service) reserve(ctx context.Context, tx pgx.Tx, who actor, t Touch) (D
 // recordTouch records a touch that happened, under the customer's lock.
 func (s *service) recordTouch(ctx context.Context, tx pgx.Tx, who actor, t Touch) (Touch, error) {
 	now := s.clock()
-	if _, err := s.lock(ctx, tx, who.tenant, t.CustomerID, now); err != nil {
+	set, err := s.lock(ctx, tx, who.tenant, t.CustomerID, now)
+	if err != nil {
+		return Touch{}, err
+	}
+	if err := writable(set.Erased); err != nil {
 		return Touch{}, err
 	}
 	return s.insertTouch(ctx, tx, who, t, now)

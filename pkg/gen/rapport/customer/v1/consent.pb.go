@@ -283,7 +283,7 @@ const (
 	// NOT_FOUND with this name as the google.rpc.ErrorInfo reason, the same
 	// for another tenant's customer, so existence never leaks.
 	ContactRefusalReason_CONTACT_REFUSAL_REASON_CUSTOMER_UNKNOWN ContactRefusalReason = 6
-	// Reserved for erased customers (privacy erasure); not produced yet.
+	// The customer was erased (PrivacyService.EraseCustomer).
 	ContactRefusalReason_CONTACT_REFUSAL_REASON_ERASED ContactRefusalReason = 7
 )
 

@@ -44,6 +44,8 @@ type Settings struct {
 	QuietStart, QuietEnd  int
 	PreferredChannels     []string
 	PreferencesUpdateTime time.Time // zero: never changed
+	// Erased is true once the customer was erased (package privacy).
+	Erased bool
 }
 
 // LockSettings locks the customer's settings row FOR UPDATE, creating it on
@@ -69,8 +71,10 @@ func (s *Store) LockSettings(ctx context.Context, db DB, tenantID, customerID uu
 	if err != nil {
 		return Settings{}, interpret("lock contact settings", err)
 	}
-	return settings(customerID, row.TimeZone, row.ConsentVersion, row.QuietStartMinute, row.QuietEndMinute,
-		row.PreferredChannels, row.PreferencesUpdateTime), nil
+	out := settings(customerID, row.TimeZone, row.ConsentVersion, row.QuietStartMinute, row.QuietEndMinute,
+		row.PreferredChannels, row.PreferencesUpdateTime)
+	out.Erased = row.Erased
+	return out, nil
 }
 
 // GetSettings reads the customer's settings without locking; a customer
@@ -81,8 +85,10 @@ func (s *Store) GetSettings(ctx context.Context, db DB, tenantID, customerID uui
 	if err != nil {
 		return Settings{}, interpret("get contact settings", err)
 	}
-	return settings(customerID, row.TimeZone, row.ConsentVersion.Int64, row.QuietStartMinute, row.QuietEndMinute,
-		row.PreferredChannels, row.PreferencesUpdateTime), nil
+	out := settings(customerID, row.TimeZone, row.ConsentVersion.Int64, row.QuietStartMinute, row.QuietEndMinute,
+		row.PreferredChannels, row.PreferencesUpdateTime)
+	out.Erased = row.Erased
+	return out, nil
 }
 
 func settings(customerID uuid.UUID, tz string, version int64, qs, qe pgtype.Int2, channels []string,

@@ -56,7 +56,7 @@ func (q *Queries) ContactSettingsCreate(ctx context.Context, db DBTX, arg Contac
 
 const contactSettingsGet = `-- name: ContactSettingsGet :one
 SELECT c.time_zone, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
-       s.preferred_channels, s.preferences_update_time
+       s.preferred_channels, s.preferences_update_time, (c.erase_time IS NOT NULL)::boolean AS erased
 FROM customers c
 LEFT JOIN contact_settings s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
 WHERE c.tenant_id = $1 AND c.id = $2
@@ -74,6 +74,7 @@ type ContactSettingsGetRow struct {
 	QuietEndMinute        pgtype.Int2
 	PreferredChannels     []string
 	PreferencesUpdateTime pgtype.Timestamptz
+	Erased                bool
 }
 
 // Reads without locking. The customer row decides existence; the settings
@@ -88,13 +89,15 @@ func (q *Queries) ContactSettingsGet(ctx context.Context, db DBTX, arg ContactSe
 		&i.QuietEndMinute,
 		&i.PreferredChannels,
 		&i.PreferencesUpdateTime,
+		&i.Erased,
 	)
 	return i, err
 }
 
 const contactSettingsLock = `-- name: ContactSettingsLock :one
 SELECT s.tenant_id, s.customer_id, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
-       s.preferred_channels, s.preferences_update_time, c.time_zone
+       s.preferred_channels, s.preferences_update_time, c.time_zone,
+       (c.erase_time IS NOT NULL)::boolean AS erased
 FROM contact_settings s
 JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id
 WHERE s.tenant_id = $1 AND s.customer_id = $2
@@ -115,6 +118,7 @@ type ContactSettingsLockRow struct {
 	PreferredChannels     []string
 	PreferencesUpdateTime pgtype.Timestamptz
 	TimeZone              string
+	Erased                bool
 }
 
 // The per-customer lock: every consent change and every recorded touch of
@@ -131,6 +135,7 @@ func (q *Queries) ContactSettingsLock(ctx context.Context, db DBTX, arg ContactS
 		&i.PreferredChannels,
 		&i.PreferencesUpdateTime,
 		&i.TimeZone,
+		&i.Erased,
 	)
 	return i, err
 }

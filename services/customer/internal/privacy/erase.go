@@ -1,0 +1,99 @@
+package privacy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/rapporthq/rapport/pkg/authn"
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/pkg/outbox"
+	"github.com/rapporthq/rapport/services/customer/internal/pii"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
+)
+
+func (s *Server) EraseCustomer(ctx context.Context, req *customerv1.EraseCustomerRequest) (*customerv1.EraseCustomerResponse, error) {
+	tenant, subject, err := authn.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.Parse(req.GetCustomerId())
+	if err != nil {
+		return nil, grpcx.InvalidArgument(grpcx.FieldViolation{Field: "customer_id", Description: "must be a UUID"})
+	}
+	key := idem.Key{TenantID: tenant.String(), Principal: subject,
+		Method: customerv1.PrivacyService_EraseCustomer_FullMethodName, RequestID: req.GetRequestId()}
+	return idem.Do(ctx, s.pool, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.EraseCustomerResponse, error) {
+		eraseTime, err := s.erase(ctx, tx, tenant, id, req.GetRequestId())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &customerv1.EraseCustomerResponse{CustomerId: id.String(), EraseTime: timestamppb.New(eraseTime)}, nil
+	})
+}
+
+// erase forgets one customer in tx and returns the time of the (first)
+// erasure. See the package doc for what it writes.
+func (s *Server) erase(ctx context.Context, tx pgx.Tx, tenant, id uuid.UUID, requestID string) (time.Time, error) {
+	st, err := s.store.LockForErase(ctx, tx, tenant, id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !st.EraseTime.IsZero() {
+		// Erased already: the same answer, nothing changed, one audit row
+		// for the attempt.
+		err := audit.Record(ctx, tx, audit.Entry{Action: audit.Erase, CustomerIDs: []uuid.UUID{id},
+			Fields: []string{}, IdempotencyKey: requestID})
+		return st.EraseTime, err
+	}
+	now := s.clock()
+
+	// Suppress the contact addresses while they can still be read.
+	c, err := s.profiles.Get(ctx, tx, tenant, id, false)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read profile to erase: %w", err)
+	}
+	for _, a := range []struct {
+		col   pii.Column
+		value string
+	}{{pii.Email, c.Email}, {pii.Phone, c.Phone}} {
+		if a.value == "" {
+			continue
+		}
+		kind, fp, err := fingerprint(ctx, s.sealer, tx, tenant, a.col, a.value)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if err := s.store.Suppress(ctx, tx, tenant, kind, fp, now); err != nil {
+			return time.Time{}, err
+		}
+	}
+
+	for _, e := range s.erasers {
+		if err := e.Erase(ctx, tx, tenant, id); err != nil {
+			return time.Time{}, fmt.Errorf("erase %s: %w", e.Section(), err)
+		}
+	}
+	erased, err := s.store.EraseProfile(ctx, tx, tenant, id, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	err = outbox.Write(ctx, tx, outbox.Event{
+		TenantID: tenant.String(), Subject: SubjectErased, AggregateType: aggregateType,
+		AggregateID: id.String(), AggregateVersion: erased.Version, OccurredAt: erased.EraseTime,
+		Payload: &customerv1.CustomerErased{TenantId: tenant.String(), CustomerId: id.String(),
+			AggregateVersion: erased.Version, OccurredAt: timestamppb.New(erased.EraseTime)},
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("write %s event: %w", SubjectErased, err)
+	}
+	err = audit.Record(ctx, tx, audit.Entry{Action: audit.Erase, CustomerIDs: []uuid.UUID{id},
+		Fields: audit.ProfileFields, IdempotencyKey: requestID})
+	return erased.EraseTime, err
+}
