@@ -152,4 +152,6 @@ func requireFieldViolation(tb testing.TB, err error, field string) {
 	require.Contains(tb, fields, field, "violations of %v", err)
 }
 
-func utc(y int, m time.Month, d, h, mi, s int) time.Time { return time.Date(y, m, d, h, mi, s, 0, time.UTC) }
+func utc(y int, m time.Month, d, h, mi, s int) time.Time {
+	return time.Date(y, m, d, h, mi, s, 0, time.UTC)
+}
