@@ -179,7 +179,7 @@ func oneOfEach(tenant, customerID uuid.UUID) ([]outbox.Event, []*customerv1.Inte
 		event(tenant, customerID, timeline.SubjectPurchaseRecorded, ids[0], &customerv1.PurchaseRecorded{TenantId: tn, PurchaseId: ids[0],
 			CustomerId: cu, AggregateVersion: 1, OccurredAt: ts(0), PurchaseTime: ts(1), OrderReference: "order-1", TotalAmount: eur,
 			Channel: customerv1.PurchaseChannel_PURCHASE_CHANNEL_STORE,
-			Items: []*customerv1.PurchaseRecorded_Item{{Sku: "boots", Quantity: 1, UnitPrice: eur}, {Sku: "laces", Quantity: 2}}}),
+			Items:   []*customerv1.PurchaseRecorded_Item{{Sku: "boots", Quantity: 1, UnitPrice: eur}, {Sku: "laces", Quantity: 2}}}),
 		event(tenant, customerID, timeline.SubjectOutreachSent, ids[1], &customerv1.OutreachSent{TenantId: tn, DeliveryId: ids[1],
 			CustomerId: cu, AggregateVersion: 2, OccurredAt: ts(2), Channel: customerv1.ContactChannel_CONTACT_CHANNEL_EMAIL,
 			Purpose: customerv1.ContactPurpose_CONTACT_PURPOSE_CARE, TemplateId: uuid.NewString(), Attempts: 2, TemplateKey: "birthday-greeting"}),
