@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
@@ -52,7 +53,7 @@ func (s *Suppressions) Phone(ctx context.Context, db store.DB, tenant uuid.UUID,
 // suppressed: the email for "email", the phone for "sms", "phone" and
 // "messaging"; other channels (push, post) are never suppressed. A customer
 // not found is not suppressed (the caller reports it).
-func (s *Suppressions) Contact(ctx context.Context, db store.DB, tenant, customer uuid.UUID, channel string) (bool, error) {
+func (s *Suppressions) Contact(ctx context.Context, db pgx.Tx, tenant, customer uuid.UUID, channel string) (bool, error) {
 	var col pii.Column
 	switch channel {
 	case "email":
