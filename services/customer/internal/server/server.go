@@ -29,6 +29,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 )
 
@@ -66,6 +67,10 @@ func (s *Server) CreateCustomer(ctx context.Context, req *customerv1.CreateCusto
 		if err != nil {
 			return profile.Customer{}, toStatus(err, "customer.")
 		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.Create, CustomerIDs: []uuid.UUID{created.ID},
+			Fields: personalFields(req.GetCustomer()), IdempotencyKey: req.GetRequestId()}); err != nil {
+			return profile.Customer{}, err
+		}
 		return created, nil
 	})
 }
@@ -82,6 +87,9 @@ func (s *Server) GetCustomer(ctx context.Context, req *customerv1.GetCustomerReq
 	c, err := s.profiles.Get(ctx, s.pool, tenant, id)
 	if err != nil {
 		return nil, toStatus(err, "")
+	}
+	if err := s.auditRead(ctx, audit.Read, []uuid.UUID{id}); err != nil {
+		return nil, err
 	}
 	return toProto(c), nil
 }
@@ -109,11 +117,16 @@ func (s *Server) ListCustomers(ctx context.Context, req *customerv1.ListCustomer
 		rows = rows[:size]
 		resp.NextPageToken = encodePageToken(rows[len(rows)-1].ID, req)
 	}
+	ids := []uuid.UUID{}
 	for _, c := range rows {
 		if c.Erased {
 			continue // forgotten; the page may come out shorter
 		}
 		resp.Customers = append(resp.Customers, toProto(c))
+		ids = append(ids, c.ID)
+	}
+	if err := s.auditRead(ctx, audit.List, ids); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -140,6 +153,10 @@ func (s *Server) UpdateCustomer(ctx context.Context, req *customerv1.UpdateCusto
 		if err != nil {
 			return profile.Customer{}, toStatus(err, "customer.")
 		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.Update, CustomerIDs: []uuid.UUID{id},
+			Fields: paths, IdempotencyKey: req.GetRequestId()}); err != nil {
+			return profile.Customer{}, err
+		}
 		return updated, nil
 	})
 }
@@ -155,8 +172,13 @@ func (s *Server) LookupCustomers(ctx context.Context, req *customerv1.LookupCust
 		return nil, toStatus(err, "")
 	}
 	resp := &customerv1.LookupCustomersResponse{}
+	ids := []uuid.UUID{}
 	for _, c := range found {
 		resp.Customers = append(resp.Customers, toProto(c))
+		ids = append(ids, c.ID)
+	}
+	if err := s.auditRead(ctx, audit.Lookup, ids); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -203,7 +225,17 @@ func (s *Server) idempotent(ctx context.Context, tenant uuid.UUID, key idem.Key,
 	if fresh != nil {
 		return fresh, nil
 	}
-	return s.openResponse(ctx, tenant, stored)
+	c, err := s.openResponse(ctx, tenant, stored)
+	if err != nil {
+		return nil, err
+	}
+	// A retry reads the stored profile: audited as a read.
+	if id, err := uuid.Parse(c.GetId()); err == nil {
+		if err := s.auditRead(ctx, audit.Read, []uuid.UUID{id}); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // requestFingerprint stands in for req in the idempotency record: the tenant's
