@@ -1,0 +1,249 @@
+package outreach
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/pkg/outbox"
+	"github.com/rapporthq/rapport/services/customer/internal/consent"
+	"github.com/rapporthq/rapport/services/customer/internal/outreach/store"
+	"github.com/rapporthq/rapport/services/customer/internal/pii"
+)
+
+// sendRequest is SendOutreach's request in domain terms.
+type sendRequest struct {
+	customerID  uuid.UUID
+	templateID  uuid.UUID // or
+	templateKey string
+	purpose     consent.Purpose
+	variables   map[string]string
+	locale      string // "": the customer's
+	requestID   uuid.UUID
+}
+
+func (s *Server) SendOutreach(ctx context.Context, req *customerv1.SendOutreachRequest) (*customerv1.OutreachDelivery, error) {
+	w, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := sendRequest{purpose: purposeName(req.GetPurpose()), variables: req.GetVariables(), locale: req.GetLocale()}
+	if r.customerID, err = parseID("customer_id", req.GetCustomerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	switch {
+	case req.GetTemplateId() != "":
+		if r.templateID, err = parseID("template_id", req.GetTemplateId()); err != nil {
+			return nil, toStatus(err)
+		}
+	case req.GetTemplateKey() != "":
+		r.templateKey = req.GetTemplateKey()
+	default:
+		return nil, toStatus(&FieldError{Field: "template_id", Reason: "template_id or template_key is required"})
+	}
+	if r.purpose == "" {
+		return nil, toStatus(&FieldError{Field: "purpose", Reason: "must be a known purpose"})
+	}
+	if id := req.GetRequestId(); id != "" {
+		if r.requestID, err = parseID("request_id", id); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	return idem.Do(ctx, s.pool, w.key(customerv1.OutreachService_SendOutreach_FullMethodName, req.GetRequestId()), req,
+		func(ctx context.Context, tx pgx.Tx) (*customerv1.OutreachDelivery, error) {
+			d, err := s.send(ctx, tx, w, r)
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			return deliveryToProto(d), nil
+		})
+}
+
+// send makes the delivery of r, in tx:
+//
+//  1. A request id that already made a delivery returns it (for ever, not
+//     only while idempotency_keys keeps the response).
+//  2. The template and the customer are read; the message is rendered now
+//     (a missing variable is the caller's error, reported at once).
+//  3. Without an address for the channel, or a driver, it fails at once:
+//     nothing could be sent, so no touch is reserved.
+//  4. The governor decides and, if allowed, records the touch in tx
+//     (reference: the delivery id). Refused: a REFUSED delivery and
+//     OutreachFailed. Allowed: a QUEUED delivery due now, its content
+//     sealed with the customer's key.
+func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (store.Delivery, error) {
+	now := s.clock()
+	if r.requestID != uuid.Nil {
+		prior, err := s.store.DeliveryByRequestID(ctx, tx, w.tenant, r.requestID)
+		switch {
+		case err == nil:
+			if prior.CustomerID != r.customerID || string(r.purpose) != prior.Purpose ||
+				(r.templateID != uuid.Nil && r.templateID != prior.TemplateID) ||
+				(r.templateKey != "" && r.templateKey != prior.TemplateKey) {
+				return store.Delivery{}, errRequestIDReused
+			}
+			return prior, nil
+		case !errors.Is(err, store.ErrNotFound):
+			return store.Delivery{}, err
+		}
+	}
+
+	var (
+		t   store.Template
+		err error
+	)
+	if r.templateID != uuid.Nil {
+		t, err = s.store.Template(ctx, tx, w.tenant, r.templateID, false)
+	} else {
+		t, err = s.store.TemplateByKey(ctx, tx, w.tenant, r.templateKey)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Delivery{}, errTemplateNotFound
+	}
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	contact, err := s.store.CustomerContact(ctx, tx, w.tenant, r.customerID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Delivery{}, errCustomerNotFound
+	}
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	key, err := s.sealer.CustomerKey(ctx, tx, w.tenant, r.customerID)
+	if errors.Is(err, pii.ErrKeyDestroyed) {
+		return store.Delivery{}, errCustomerNotFound // erased: forgotten
+	}
+	if err != nil {
+		return store.Delivery{}, err
+	}
+
+	locale := r.locale
+	if locale == "" {
+		locale = contact.Locale
+	}
+	v := pickVariant(t, locale)
+	p, err := parse(v)
+	if err != nil {
+		return store.Delivery{}, fmt.Errorf("parse stored template %s: %w", t.ID, err)
+	}
+	content, err := p.render(r.variables)
+	if err != nil {
+		var pe *partError
+		if errors.As(err, &pe) {
+			return store.Delivery{}, &FieldError{Field: "variables",
+				Reason: fmt.Sprintf("do not render template %s (variant %s, %s): %v", t.Key, v.Locale, pe.part, pe.err)}
+		}
+		return store.Delivery{}, err
+	}
+
+	id, err := uuid.NewV7()
+	if err != nil {
+		return store.Delivery{}, fmt.Errorf("new delivery id: %w", err)
+	}
+	ch := consent.Channel(t.Channel)
+	d := store.Delivery{
+		TenantID: w.tenant, ID: id, CustomerID: r.customerID, SealedCustomerID: r.customerID, TemplateID: t.ID,
+		TemplateKey: t.Key, Channel: t.Channel, Purpose: string(r.purpose), Locale: v.Locale,
+		RequestID: r.requestID, CreateTime: now,
+	}
+	address, err := openAddress(key, ch, contact)
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	switch {
+	case address == "":
+		d.Status, d.FailureReason = store.StatusFailed, ReasonNoAddress
+	case s.drivers[ch] == nil:
+		d.Status, d.FailureReason = store.StatusFailed, ReasonNoDriver
+	default:
+		dec, _, err := s.governor.Reserve(ctx, tx, w.tenant, w.subject, consent.Touch{
+			CustomerID: r.customerID, Channel: ch, Purpose: r.purpose, SourceService: SourceService, Reference: id.String(),
+		})
+		if err != nil {
+			return store.Delivery{}, fmt.Errorf("reserve contact: %w", err)
+		}
+		switch {
+		case dec.Reason == consent.ReasonCustomerUnknown:
+			return store.Delivery{}, errCustomerNotFound
+		case !dec.Allowed:
+			d.Status, d.FailureReason = store.StatusRefused, refusedPrefix+string(dec.Reason)
+			d.RefusalReason, d.NextAllowedTime = string(dec.Reason), dec.NextAllowed
+		default:
+			d.Status, d.NextAttemptTime = store.StatusQueued, now
+		}
+	}
+	if d.Status != store.StatusRefused {
+		plain, err := json.Marshal(content)
+		if err != nil {
+			return store.Delivery{}, fmt.Errorf("encode content: %w", err)
+		}
+		if d.Content, err = key.Seal(ContentColumn, plain); err != nil {
+			return store.Delivery{}, err
+		}
+	}
+	stored, err := s.store.InsertDelivery(ctx, tx, d)
+	if errors.Is(err, store.ErrConflict) {
+		return store.Delivery{}, errRequestIDRace
+	}
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	if stored.Status == store.StatusFailed || stored.Status == store.StatusRefused {
+		if err := outbox.Write(ctx, tx, failedEvent(stored, now)); err != nil {
+			return store.Delivery{}, fmt.Errorf("write outreach event: %w", err)
+		}
+	}
+	return stored, nil
+}
+
+// openAddress opens the customer's address for ch: the email for email,
+// the phone number for SMS and messaging apps; "" when there is none.
+func openAddress(key *pii.CustomerKey, ch consent.Channel, c store.Contact) (string, error) {
+	col, sealed := pii.Phone, c.PhoneSealed
+	if ch == consent.ChannelEmail {
+		col, sealed = pii.Email, c.EmailSealed
+	}
+	if sealed == nil {
+		return "", nil
+	}
+	pt, err := key.Open(col, sealed)
+	if err != nil {
+		return "", err
+	}
+	return string(pt), nil
+}
+
+func sentEvent(d store.Delivery) outbox.Event {
+	return outbox.Event{
+		TenantID: d.TenantID.String(), Subject: SubjectSent, AggregateType: AggregateType,
+		AggregateID: d.ID.String(), AggregateVersion: d.Version, OccurredAt: d.SendTime,
+		Payload: &customerv1.OutreachSent{
+			TenantId: d.TenantID.String(), DeliveryId: d.ID.String(), CustomerId: d.CustomerID.String(),
+			AggregateVersion: d.Version, OccurredAt: timestamppb.New(d.SendTime), Channel: channelValue(d.Channel),
+			Purpose: purposeValue(d.Purpose), TemplateId: d.TemplateID.String(),
+			Attempts: int32(d.Attempts), TemplateKey: d.TemplateKey, //nolint:gosec // small
+		},
+	}
+}
+
+func failedEvent(d store.Delivery, at time.Time) outbox.Event {
+	return outbox.Event{
+		TenantID: d.TenantID.String(), Subject: SubjectFailed, AggregateType: AggregateType,
+		AggregateID: d.ID.String(), AggregateVersion: d.Version, OccurredAt: at,
+		Payload: &customerv1.OutreachFailed{
+			TenantId: d.TenantID.String(), DeliveryId: d.ID.String(), CustomerId: d.CustomerID.String(),
+			AggregateVersion: d.Version, OccurredAt: timestamppb.New(at), Channel: channelValue(d.Channel),
+			Purpose: purposeValue(d.Purpose), TemplateId: d.TemplateID.String(),
+			Attempts: int32(d.Attempts), Reason: d.FailureReason, TemplateKey: d.TemplateKey, //nolint:gosec // small
+		},
+	}
+}

@@ -1,0 +1,97 @@
+-- name: OutreachDeliveryInsert :one
+-- No row when the tenant already has a delivery with this request id.
+INSERT INTO outreach_deliveries (
+    tenant_id, id, customer_id, sealed_customer_id, template_id, template_key, channel, purpose, locale,
+    status, content_sealed, next_attempt_time, failure_reason, refusal_reason, next_allowed_time,
+    request_id, create_time, update_time)
+VALUES (
+    @tenant_id, @id, @customer_id, @customer_id, @template_id, @template_key, @channel, @purpose, @locale,
+    @status, @content_sealed, sqlc.narg(next_attempt_time), @failure_reason, @refusal_reason,
+    sqlc.narg(next_allowed_time), sqlc.narg(request_id), @now, @now)
+ON CONFLICT (tenant_id, request_id) DO NOTHING
+RETURNING *;
+
+-- name: OutreachDeliveryGet :one
+SELECT * FROM outreach_deliveries WHERE tenant_id = @tenant_id AND customer_id = @customer_id AND id = @id;
+
+-- name: OutreachDeliveryGetByRequestID :one
+SELECT * FROM outreach_deliveries WHERE tenant_id = @tenant_id AND request_id = @request_id;
+
+-- name: OutreachDeliveryList :many
+-- The customer's log, newest first, keyset-paged on id, optionally by status.
+SELECT * FROM outreach_deliveries
+WHERE tenant_id = @tenant_id AND customer_id = @customer_id
+  AND (sqlc.narg(before_id)::uuid IS NULL OR id < sqlc.narg(before_id)::uuid)
+  AND (cardinality(@statuses::text[]) = 0 OR status = ANY(@statuses::text[]))
+ORDER BY id DESC
+LIMIT @row_limit;
+
+-- name: OutreachDeliveryListAll :many
+-- Every delivery of the customer, oldest first: the export.
+SELECT * FROM outreach_deliveries
+WHERE tenant_id = @tenant_id AND customer_id = @customer_id
+ORDER BY id;
+
+-- name: OutreachDeliveryClaim :many
+-- Claims up to row_limit due deliveries of any tenant: each attempt is
+-- counted now and the delivery leased until lease_until, so another worker
+-- skips it (SKIP LOCKED while this transaction runs, the lease after).
+UPDATE outreach_deliveries d
+SET attempts = d.attempts + 1, next_attempt_time = @lease_until, update_time = @now
+FROM (
+    SELECT tenant_id, id FROM outreach_deliveries
+    WHERE status = 'queued' AND next_attempt_time <= @now
+    ORDER BY next_attempt_time
+    LIMIT @row_limit
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE d.tenant_id = due.tenant_id AND d.id = due.id
+RETURNING d.*;
+
+-- name: OutreachDeliveryMarkSent :one
+-- Records a sent delivery, if the claim that sent it is still the latest.
+UPDATE outreach_deliveries
+SET status = 'sent', next_attempt_time = NULL, provider_message_id = @provider_message_id,
+    last_error_code = '', send_time = @now, update_time = @now, version = version + 1
+WHERE tenant_id = @tenant_id AND id = @id AND status = 'queued' AND attempts = @attempts
+RETURNING *;
+
+-- name: OutreachDeliveryMarkRetry :one
+-- Schedules another attempt, if the claim is still the latest.
+UPDATE outreach_deliveries
+SET next_attempt_time = @next_attempt_time, last_error_code = @last_error_code, update_time = @now
+WHERE tenant_id = @tenant_id AND id = @id AND status = 'queued' AND attempts = @attempts
+RETURNING *;
+
+-- name: OutreachDeliveryMarkFailed :one
+-- Fails a delivery for good, if the claim is still the latest.
+UPDATE outreach_deliveries
+SET status = 'failed', next_attempt_time = NULL, last_error_code = @last_error_code,
+    failure_reason = @failure_reason, update_time = @now, version = version + 1
+WHERE tenant_id = @tenant_id AND id = @id AND status = 'queued' AND attempts = @attempts
+RETURNING *;
+
+-- name: OutreachDeliveryRepoint :execrows
+-- A merge: the sources' deliveries become the primary's. sealed_customer_id
+-- stays, so their content still opens under the key that sealed it.
+UPDATE outreach_deliveries SET customer_id = @primary_id
+WHERE tenant_id = @tenant_id AND customer_id = ANY(@source_ids::uuid[]);
+
+-- name: OutreachDeliveryFailPending :many
+-- An erasure: the customer's queued deliveries fail with reason 'erased'.
+UPDATE outreach_deliveries
+SET status = 'failed', next_attempt_time = NULL, failure_reason = 'erased', content_sealed = NULL,
+    update_time = @now, version = version + 1
+WHERE tenant_id = @tenant_id AND customer_id = @customer_id AND status = 'queued'
+RETURNING *;
+
+-- name: OutreachDeliveryForgetContent :execrows
+-- An erasure: no delivery of the customer keeps its content.
+UPDATE outreach_deliveries SET content_sealed = NULL
+WHERE tenant_id = @tenant_id AND (customer_id = @customer_id OR sealed_customer_id = @customer_id)
+  AND content_sealed IS NOT NULL;
+
+-- name: OutreachCustomerContact :one
+-- What sending needs from the profile: the locale and the sealed addresses
+-- (opened by the caller with the customer's key, at send time).
+SELECT locale, email_sealed, phone_sealed FROM customers WHERE tenant_id = @tenant_id AND id = @id;

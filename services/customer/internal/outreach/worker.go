@@ -1,0 +1,209 @@
+package outreach
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rapporthq/rapport/pkg/outbox"
+	"github.com/rapporthq/rapport/pkg/pgdb"
+	"github.com/rapporthq/rapport/services/customer/internal/consent"
+	"github.com/rapporthq/rapport/services/customer/internal/outreach/store"
+)
+
+const (
+	// claimBatch is how many deliveries one claim takes.
+	claimBatch = 20
+	// leaseSlack is added to the send timeout to make the lease: a claimed
+	// delivery whose worker died is due again after it.
+	leaseSlack = time.Minute
+)
+
+// Run sends due deliveries every PollInterval until ctx ends. Any number of
+// replicas may run it: claims skip each other's rows.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.DeliverDue(ctx); err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "outreach delivery round failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// DeliverDue sends every delivery due now, batch by batch, and returns how
+// many it attempted. Tests call it directly, with the clock where they want
+// it.
+func (s *Server) DeliverDue(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		now := s.clock()
+		claimed, err := s.store.Claim(ctx, s.pool, now, now.Add(s.cfg.SendTimeout+leaseSlack), claimBatch)
+		if err != nil {
+			return total, err
+		}
+		var errs []error
+		for _, d := range claimed {
+			if err := s.deliver(ctx, d); err != nil {
+				errs = append(errs, fmt.Errorf("delivery %s: %w", d.ID, err))
+			}
+		}
+		total += len(claimed)
+		if err := errors.Join(errs...); err != nil {
+			return total, err
+		}
+		if len(claimed) < claimBatch || ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+	}
+}
+
+// deliver makes one attempt of a claimed delivery and records its outcome.
+// The address and content are opened here, at send time, and live only in
+// memory for the attempt.
+func (s *Server) deliver(ctx context.Context, d store.Delivery) error {
+	msg, failReason, err := s.prepare(ctx, d)
+	if err != nil {
+		return err // the lease runs out and the delivery is tried again
+	}
+	if failReason != "" {
+		return s.record(ctx, d, "", &SendError{Permanent: true, Reason: failReason})
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	providerID, sendErr := s.drivers[consent.Channel(d.Channel)].Send(sendCtx, msg)
+	if sendErr != nil && ctx.Err() != nil {
+		return ctx.Err() // shutting down: the attempt counts, the lease brings it back
+	}
+	return s.record(ctx, d, providerID, sendErr)
+}
+
+// prepare reads what the attempt needs: the driver, the customer's address
+// for the channel (now, not when it was queued: an address changed since is
+// used), and the sealed content. A reason instead of a message means the
+// delivery cannot be sent at all.
+func (s *Server) prepare(ctx context.Context, d store.Delivery) (Message, string, error) {
+	ch := consent.Channel(d.Channel)
+	if s.drivers[ch] == nil {
+		return Message{}, ReasonNoDriver, nil
+	}
+	contact, err := s.store.CustomerContact(ctx, s.pool, d.TenantID, d.CustomerID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Message{}, ReasonErased, nil
+	}
+	if err != nil {
+		return Message{}, "", err
+	}
+	keys, err := s.sealer.CustomerKeys(ctx, s.pool, d.TenantID, uniq(d.CustomerID, d.SealedCustomerID))
+	if err != nil {
+		return Message{}, "", err
+	}
+	key, sealedKey := keys[d.CustomerID], keys[d.SealedCustomerID]
+	if key == nil || sealedKey == nil || d.Content == nil {
+		return Message{}, ReasonErased, nil
+	}
+	to, err := openAddress(key, ch, contact)
+	if err != nil {
+		return Message{}, "", err
+	}
+	if to == "" {
+		return Message{}, ReasonNoAddress, nil
+	}
+	plain, err := sealedKey.Open(ContentColumn, d.Content)
+	if err != nil {
+		return Message{}, "", err
+	}
+	var c Content
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return Message{}, "", fmt.Errorf("decode content: %w", err)
+	}
+	return Message{
+		DeliveryID: d.ID, TenantID: d.TenantID, Channel: ch, Purpose: consent.Purpose(d.Purpose),
+		Locale: d.Locale, To: to, Content: c,
+	}, "", nil
+}
+
+// uniq is the distinct ids among a and b.
+func uniq(a, b uuid.UUID) []uuid.UUID {
+	if a == b {
+		return []uuid.UUID{a}
+	}
+	return []uuid.UUID{a, b}
+}
+
+// record writes an attempt's outcome with its event, in one transaction,
+// if the claim it made is still the latest (store.ErrNotFound otherwise:
+// another worker took the delivery over after the lease, and its outcome
+// counts).
+//
+//   - sent: SENT and OutreachSent;
+//   - permanent error: FAILED with the error's reason, OutreachFailed;
+//   - temporary error with attempts left: QUEUED again after a backoff;
+//   - temporary error, none left: FAILED attempts_exhausted, OutreachFailed.
+func (s *Server) record(ctx context.Context, d store.Delivery, providerID string, sendErr error) error {
+	now := s.clock()
+	err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			next  store.Delivery
+			event *outbox.Event
+			err   error
+		)
+		if sendErr == nil {
+			next, err = s.store.MarkSent(ctx, tx, d, providerID, now)
+			if err == nil {
+				e := sentEvent(next)
+				event = &e
+			}
+		} else {
+			se := classify(sendErr)
+			switch {
+			case se.Permanent:
+				next, err = s.store.MarkFailed(ctx, tx, d, se.Code, se.Reason, now)
+			case d.Attempts >= s.cfg.MaxAttempts:
+				next, err = s.store.MarkFailed(ctx, tx, d, se.Code, ReasonAttemptsExhausted, now)
+			default:
+				_, err = s.store.MarkRetry(ctx, tx, d, se.Code, now.Add(s.backoff(d.Attempts)), now)
+			}
+			if err == nil && next.Status == store.StatusFailed {
+				e := failedEvent(next, now)
+				event = &e
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if event != nil {
+			if err := outbox.Write(ctx, tx, *event); err != nil {
+				return fmt.Errorf("write outreach event: %w", err)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// backoff is the wait after the attempts-th failed attempt: BackoffBase
+// doubled per earlier attempt, capped at BackoffMax, with "equal jitter"
+// (half fixed, half random), so retries of many deliveries that failed
+// together spread out while each still waits at least half its step.
+func (s *Server) backoff(attempts int) time.Duration {
+	d := s.cfg.BackoffBase
+	for i := 1; i < attempts && d < s.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.BackoffMax)
+	return d/2 + s.jitter(d/2)
+}
