@@ -6,14 +6,14 @@
 
 -- An erased customer keeps its row (ids elsewhere still resolve, amounts
 -- stay countable) but nothing personal: its data key is deleted, every
--- sealed column and blind index is NULL, and erase_time says when. The
--- display name was required; an erased row is the one row without it.
+-- sealed column and blind index is NULL (the required display name is the
+-- empty string of bytes), and erase_time says when.
 ALTER TABLE customers
     ADD COLUMN erase_time timestamptz,
-    ALTER COLUMN display_name_sealed DROP NOT NULL,
-    ADD CONSTRAINT customers_display_name_unless_erased CHECK (display_name_sealed IS NOT NULL OR erase_time IS NOT NULL),
+    DROP CONSTRAINT customers_display_name_sealed_not_empty,
+    ADD CONSTRAINT customers_display_name_sealed_not_empty CHECK (octet_length(display_name_sealed) > 0 OR erase_time IS NOT NULL),
     ADD CONSTRAINT customers_erased_has_nothing_personal CHECK (erase_time IS NULL OR (
-        display_name_sealed IS NULL AND email_sealed IS NULL AND phone_sealed IS NULL
+        octet_length(display_name_sealed) = 0 AND email_sealed IS NULL AND phone_sealed IS NULL
         AND email_bidx IS NULL AND phone_bidx IS NULL AND birthday_sealed IS NULL
         AND birth_month IS NULL AND birth_day IS NULL AND address_sealed IS NULL
         AND attributes_sealed IS NULL));
@@ -85,10 +85,10 @@ DROP TRIGGER pii_audit_no_update_delete ON pii_audit;
 DROP TABLE pii_audit;
 DROP FUNCTION pii_audit_append_only();
 DROP TABLE contact_suppressions;
--- Erased rows have no display name to restore; they go with their keys.
+-- Erased rows have nothing to restore.
 DELETE FROM customers WHERE erase_time IS NOT NULL;
 ALTER TABLE customers
     DROP CONSTRAINT customers_erased_has_nothing_personal,
-    DROP CONSTRAINT customers_display_name_unless_erased,
-    ALTER COLUMN display_name_sealed SET NOT NULL,
-    DROP COLUMN erase_time;
+    DROP CONSTRAINT customers_display_name_sealed_not_empty,
+    DROP COLUMN erase_time,
+    ADD CONSTRAINT customers_display_name_sealed_not_empty CHECK (octet_length(display_name_sealed) > 0);

@@ -95,7 +95,7 @@ func TestSEC10ExportEraseExportErase(t *testing.T) {
 	// Nothing readable in the database: no key, no ciphertext, no index.
 	require.Zero(t, b.count(t, `SELECT count(*) FROM customer_keys WHERE tenant_id = $1`, tenant))
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM customers WHERE tenant_id = $1 AND erase_time IS NOT NULL
-		AND display_name_sealed IS NULL AND email_sealed IS NULL AND phone_sealed IS NULL
+		AND octet_length(display_name_sealed) = 0 AND email_sealed IS NULL AND phone_sealed IS NULL
 		AND email_bidx IS NULL AND phone_bidx IS NULL`, tenant))
 
 	// The API has forgotten the customer.

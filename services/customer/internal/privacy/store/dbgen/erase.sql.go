@@ -15,7 +15,7 @@ import (
 
 const customerErase = `-- name: CustomerErase :one
 UPDATE customers
-SET display_name_sealed = NULL, email_sealed = NULL, phone_sealed = NULL,
+SET display_name_sealed = ''::bytea, email_sealed = NULL, phone_sealed = NULL,
     email_bidx = NULL, phone_bidx = NULL, birthday_sealed = NULL, birth_month = NULL,
     birth_day = NULL, address_sealed = NULL, attributes_sealed = NULL, tags = '{}',
     erase_time = $1::timestamptz, update_time = $1::timestamptz, version = version + 1

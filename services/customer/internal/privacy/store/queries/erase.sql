@@ -19,7 +19,7 @@ DELETE FROM customer_keys WHERE tenant_id = @tenant_id AND customer_id = @custom
 -- free-text tags. Locale, time zone and country stay: coarse, and what
 -- analytics count by.
 UPDATE customers
-SET display_name_sealed = NULL, email_sealed = NULL, phone_sealed = NULL,
+SET display_name_sealed = ''::bytea, email_sealed = NULL, phone_sealed = NULL,
     email_bidx = NULL, phone_bidx = NULL, birthday_sealed = NULL, birth_month = NULL,
     birth_day = NULL, address_sealed = NULL, attributes_sealed = NULL, tags = '{}',
     erase_time = @now::timestamptz, update_time = @now::timestamptz, version = version + 1
