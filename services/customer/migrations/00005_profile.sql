@@ -29,6 +29,11 @@ ALTER TABLE customers
 CREATE INDEX customers_birthday ON customers (tenant_id, birth_month, birth_day)
     WHERE birth_month IS NOT NULL AND merged_into IS NULL;
 
+-- The customers merged into one: a merge re-points them when their target
+-- is merged in turn (so no chain forms), and the foreign key above checks
+-- here when a customer row goes.
+CREATE INDEX customers_merged_into ON customers (tenant_id, merged_into) WHERE merged_into IS NOT NULL;
+
 -- External references: the customer's id in another system (shop, CRM,
 -- POS). Not unique: two customers sharing one is a duplicate to find and
 -- merge, not an error to refuse at the door.
@@ -48,6 +53,7 @@ CREATE INDEX customer_external_refs_ref ON customer_external_refs (tenant_id, sy
 
 -- +goose Down
 DROP TABLE customer_external_refs;
+DROP INDEX customers_merged_into;
 DROP INDEX customers_birthday;
 ALTER TABLE customers
     DROP COLUMN birthday_sealed,

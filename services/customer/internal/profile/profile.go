@@ -21,6 +21,7 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/outbox"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 )
 
 // Event subjects, per DESIGN.md: rapport.<service>.<aggregate>.<event>.
@@ -43,9 +44,21 @@ type Customer struct {
 	Locale      string
 	TimeZone    string
 	Tags        []string
-	Version     int64
-	CreateTime  time.Time
-	UpdateTime  time.Time
+	// Birthday is nil when unknown.
+	Birthday *Birthday
+	// Address is nil when none is known.
+	Address *Address
+	// ExternalRefs are the customer's ids in other systems, by system.
+	ExternalRefs map[string]string
+	// Attributes are the tenant's custom attributes, by key.
+	Attributes map[string]string
+	Version    int64
+	CreateTime time.Time
+	UpdateTime time.Time
+	// MergedInto is the customer this one was merged into (uuid.Nil: not
+	// merged), at MergeTime. A merged customer is read-only and unlisted.
+	MergedInto uuid.UUID
+	MergeTime  time.Time
 	// Erased means the customer's personal data was destroyed (the GDPR
 	// erase): DisplayName, Email and Phone are empty and can never be read
 	// again. An erased customer is forgotten: Get, Update and Lookup do not
@@ -63,10 +76,15 @@ type FieldError struct {
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Mutable lists the fields a client may set or change, in update-mask form.
-var Mutable = []string{"display_name", "email", "phone", "locale", "time_zone", "tags"}
+// Each path replaces the whole field: sub-paths (address.locality,
+// attributes.shoe_size) are not offered, so a partial address can never be
+// stored by accident and a map is always replaced as the client sent it.
+var Mutable = []string{"display_name", "email", "phone", "locale", "time_zone", "tags",
+	"birthday", "address", "external_refs", "attributes"}
 
-// validate checks the rules the request schema cannot express.
-func (c *Customer) validate() error {
+// validate checks the rules the request schema cannot express. now is the
+// current time (a birthday must not be in the future).
+func (c *Customer) validate(now time.Time) error {
 	if strings.TrimSpace(c.DisplayName) == "" {
 		return &FieldError{Field: "display_name", Reason: "is required"}
 	}
@@ -75,7 +93,20 @@ func (c *Customer) validate() error {
 			return &FieldError{Field: "time_zone", Reason: "must be an IANA time zone such as Europe/Berlin"}
 		}
 	}
-	return nil
+	if c.Birthday != nil {
+		if err := c.Birthday.validate(now); err != nil {
+			return err
+		}
+	}
+	if c.Address != nil {
+		if err := c.Address.validate(); err != nil {
+			return err
+		}
+	}
+	if err := validateExternalRefs(c.ExternalRefs); err != nil {
+		return err
+	}
+	return validateAttributes(c.Attributes)
 }
 
 // DB is what reads need: a pool, a connection or a transaction.
@@ -95,9 +126,20 @@ type Repository interface {
 	// List returns a page in id order, erased customers included (marked),
 	// so paging counts every row.
 	List(ctx context.Context, db DB, q ListQuery) ([]Customer, error)
-	// Lookup returns the customers whose email (or phone) equals q's,
-	// newest first, at most q.Limit, erased ones never.
+	// Lookup returns the live customers whose email, phone or external ref
+	// equals q's, newest first, at most q.Limit; erased and merged ones
+	// never.
 	Lookup(ctx context.Context, db DB, q LookupQuery) ([]Customer, error)
+	// LockForMerge locks the tenant's customers with these ids in id order
+	// (for the rest of tx) and returns those that exist, in id order.
+	LockForMerge(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, ids []uuid.UUID) ([]Customer, error)
+	// MarkMerged points the sources (and whatever was merged into them) at
+	// primary, and drops the sources' external refs (the primary holds them
+	// now). It returns how many external refs it dropped.
+	MarkMerged(ctx context.Context, tx pgx.Tx, tenantID, primary uuid.UUID, sources []uuid.UUID, now time.Time) (int64, error)
+	// Duplicates returns the tenant's other live customers sharing c's
+	// email, phone or an external ref, newest first, at most limit.
+	Duplicates(ctx context.Context, db DB, c Customer, limit int) ([]Duplicate, error)
 }
 
 // ListQuery selects one page of a tenant's customers, newest first.
@@ -113,28 +155,40 @@ type ListQuery struct {
 // digits.
 type LookupQuery struct {
 	TenantID uuid.UUID
-	Email    string // exactly one of Email and Phone
+	Email    string // exactly one of Email, Phone and External
 	Phone    string
+	External *ExternalRef
 	Limit    int
+}
+
+// ExternalRef is an id in another system.
+type ExternalRef struct {
+	System string
+	Ref    string
 }
 
 // Service runs profile use cases inside the caller's transaction.
 type Service struct {
-	repo Repository
-	now  func() time.Time
+	repo    Repository
+	now     func() time.Time
+	mergers []lifecycle.Merger
 }
 
-// NewService returns a Service; now defaults to time.Now.
-func NewService(repo Repository, now func() time.Time) *Service {
+// NewService returns a Service; now defaults to time.Now. mergers are the
+// packages holding rows by customer id: Merge has each move the sources'
+// rows to the primary, in this order, inside the merge's transaction.
+func NewService(repo Repository, now func() time.Time, mergers ...lifecycle.Merger) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{repo: repo, now: now}
+	return &Service{repo: repo, now: now, mergers: mergers}
 }
 
 // Create stores a new profile and its customer.created event.
 func (s *Service) Create(ctx context.Context, tx pgx.Tx, c Customer) (Customer, error) {
-	if err := c.validate(); err != nil {
+	c.MergedInto, c.MergeTime = uuid.Nil, time.Time{}
+	c.normalise()
+	if err := c.validate(s.now()); err != nil {
 		return Customer{}, err
 	}
 	id, err := uuid.NewV7()
@@ -142,7 +196,6 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, c Customer) (Customer, 
 		return Customer{}, fmt.Errorf("new customer id: %w", err)
 	}
 	c.ID = id
-	c.Tags = normaliseTags(c.Tags)
 	c.CreateTime = s.now().UTC()
 	created, err := s.repo.Insert(ctx, tx, c)
 	if err != nil {
@@ -152,6 +205,7 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, c Customer) (Customer, 
 		TenantId: created.TenantID.String(), CustomerId: created.ID.String(),
 		AggregateVersion: created.Version, OccurredAt: timestamppb.New(created.CreateTime),
 		Locale: created.Locale, TimeZone: created.TimeZone, Tags: created.Tags,
+		CountryCode: created.CountryCode(),
 	}
 	if err := s.publish(ctx, tx, created, SubjectCreated, ev); err != nil {
 		return Customer{}, err
@@ -173,11 +227,17 @@ func (s *Service) Get(ctx context.Context, db DB, tenantID, id uuid.UUID) (Custo
 
 // Lookup returns the tenant's customers with q's email or phone.
 func (s *Service) Lookup(ctx context.Context, db DB, q LookupQuery) ([]Customer, error) {
+	keys := 0
+	for _, set := range []bool{q.Email != "", q.Phone != "", q.External != nil} {
+		if set {
+			keys++
+		}
+	}
 	switch {
-	case q.Email == "" && q.Phone == "":
-		return nil, &FieldError{Field: "email", Reason: "an email or a phone is required"}
-	case q.Email != "" && q.Phone != "":
-		return nil, &FieldError{Field: "phone", Reason: "give an email or a phone, not both"}
+	case keys == 0:
+		return nil, &FieldError{Field: "email", Reason: "an email, a phone or an external ref is required"}
+	case keys > 1:
+		return nil, &FieldError{Field: "phone", Reason: "give one of email, phone and external_ref"}
 	case q.Limit <= 0:
 		return nil, errors.New("lookup: limit must be positive")
 	}
@@ -200,6 +260,9 @@ func (s *Service) Update(ctx context.Context, tx pgx.Tx, patch Customer, paths [
 	if cur.Erased {
 		return Customer{}, ErrNotFound
 	}
+	if cur.MergedInto != uuid.Nil {
+		return Customer{}, &MergedError{ID: cur.ID, Into: cur.MergedInto}
+	}
 	next := cur
 	var changed []string
 	for _, p := range paths {
@@ -215,17 +278,22 @@ func (s *Service) Update(ctx context.Context, tx pgx.Tx, patch Customer, paths [
 		case "time_zone":
 			next.TimeZone = patch.TimeZone
 		case "tags":
-			next.Tags = normaliseTags(patch.Tags)
+			next.Tags = patch.Tags
+		case "birthday":
+			next.Birthday = patch.Birthday
+		case "address":
+			next.Address = patch.Address
+		case "external_refs":
+			next.ExternalRefs = patch.ExternalRefs
+		case "attributes":
+			next.Attributes = patch.Attributes
 		default:
 			return Customer{}, &FieldError{Field: p, Reason: "cannot be changed"}
 		}
 	}
-	for _, f := range Mutable {
-		if fieldOf(cur, f) != fieldOf(next, f) {
-			changed = append(changed, f)
-		}
-	}
-	if err := next.validate(); err != nil {
+	next.normalise()
+	changed = changedFields(cur, next)
+	if err := next.validate(s.now()); err != nil {
 		return Customer{}, err
 	}
 	if len(changed) == 0 {
@@ -240,6 +308,7 @@ func (s *Service) Update(ctx context.Context, tx pgx.Tx, patch Customer, paths [
 		TenantId: updated.TenantID.String(), CustomerId: updated.ID.String(),
 		AggregateVersion: updated.Version, OccurredAt: timestamppb.New(updated.UpdateTime),
 		ChangedFields: changed, Locale: updated.Locale, TimeZone: updated.TimeZone, Tags: updated.Tags,
+		CountryCode: updated.CountryCode(),
 	}
 	if err := s.publish(ctx, tx, updated, SubjectUpdated, ev); err != nil {
 		return Customer{}, err
@@ -261,24 +330,6 @@ func (s *Service) publish(ctx context.Context, tx pgx.Tx, c Customer, subject st
 		return fmt.Errorf("write %s event: %w", subject, err)
 	}
 	return nil
-}
-
-func fieldOf(c Customer, f string) string {
-	switch f {
-	case "display_name":
-		return c.DisplayName
-	case "email":
-		return c.Email
-	case "phone":
-		return c.Phone
-	case "locale":
-		return c.Locale
-	case "time_zone":
-		return c.TimeZone
-	case "tags":
-		return strings.Join(c.Tags, "\x00")
-	}
-	return ""
 }
 
 // normaliseTags sorts tags so equal sets compare and store equal.

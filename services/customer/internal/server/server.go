@@ -166,8 +166,11 @@ func (s *Server) LookupCustomers(ctx context.Context, req *customerv1.LookupCust
 	if err != nil {
 		return nil, err
 	}
-	found, err := s.profiles.Lookup(ctx, s.pool, profile.LookupQuery{
-		TenantID: tenant, Email: req.GetEmail(), Phone: req.GetPhone(), Limit: maxLookupResults})
+	q := profile.LookupQuery{TenantID: tenant, Email: req.GetEmail(), Phone: req.GetPhone(), Limit: maxLookupResults}
+	if ref := req.GetExternalRef(); ref != nil {
+		q.External = &profile.ExternalRef{System: ref.GetSystem(), Ref: ref.GetRef()}
+	}
+	found, err := s.profiles.Lookup(ctx, s.pool, q)
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
@@ -259,7 +262,7 @@ func requestFingerprint(t *pii.TenantKeys, req proto.Message) (*wrapperspb.Bytes
 
 // sealResponse seals a response for storage: the customer's id, then the
 // response sealed with that customer's key.
-func (s *Server) sealResponse(ctx context.Context, tx pgx.Tx, tenant, customerID uuid.UUID, c *customerv1.Customer) (*wrapperspb.BytesValue, error) {
+func (s *Server) sealResponse(ctx context.Context, tx pgx.Tx, tenant, customerID uuid.UUID, c proto.Message) (*wrapperspb.BytesValue, error) {
 	b, err := proto.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("seal response: %w", err)
@@ -317,29 +320,60 @@ func maskPaths(paths []string) ([]string, error) {
 // toStatus maps profile errors; fieldPrefix turns a profile field into the
 // request's field path (the profile sits under "customer." in requests).
 func toStatus(err error, fieldPrefix string) error {
-	var fe *profile.FieldError
+	var (
+		fe  *profile.FieldError
+		me  *profile.MergedError
+		mre *profile.MergeRefusedError
+	)
 	switch {
 	case errors.As(err, &fe):
 		return grpcx.InvalidArgument(grpcx.FieldViolation{Field: fieldPrefix + fe.Field, Description: fe.Reason})
 	case errors.Is(err, profile.ErrNotFound):
 		return grpcx.NotFound("customer")
+	case errors.As(err, &me):
+		return grpcx.FailedPrecondition(ReasonAlreadyMerged,
+			fmt.Sprintf("customer %s was merged into %s; use that customer", me.ID, me.Into))
+	case errors.As(err, &mre):
+		return grpcx.FailedPrecondition(ReasonMergedProfileInvalid,
+			fmt.Sprintf("the merged profile would break a rule: %s: %s", mre.Field, mre.Reason))
 	}
 	return err
 }
 
 func fromProto(p *customerv1.Customer) profile.Customer {
-	return profile.Customer{
+	c := profile.Customer{
 		DisplayName: p.GetDisplayName(), Email: p.GetEmail(), Phone: p.GetPhone(),
 		Locale: p.GetLocale(), TimeZone: p.GetTimeZone(), Tags: p.GetTags(),
+		ExternalRefs: p.GetExternalRefs(), Attributes: p.GetAttributes(),
 	}
+	if b := p.GetBirthday(); b != nil {
+		c.Birthday = &profile.Birthday{Year: int(b.GetYear()), Month: int(b.GetMonth()), Day: int(b.GetDay())}
+	}
+	if a := p.GetAddress(); a != nil {
+		c.Address = &profile.Address{Lines: a.GetLines(), Locality: a.GetLocality(), Region: a.GetRegion(),
+			PostalCode: a.GetPostalCode(), CountryCode: a.GetCountryCode()}
+	}
+	return c
 }
 
 func toProto(c profile.Customer) *customerv1.Customer {
-	return &customerv1.Customer{
+	out := &customerv1.Customer{
 		Id: c.ID.String(), DisplayName: c.DisplayName, Email: c.Email, Phone: c.Phone,
 		Locale: c.Locale, TimeZone: c.TimeZone, Tags: c.Tags, Version: c.Version,
 		CreateTime: timestamppb.New(c.CreateTime), UpdateTime: timestamppb.New(c.UpdateTime),
+		ExternalRefs: c.ExternalRefs, Attributes: c.Attributes,
 	}
+	if b := c.Birthday; b != nil {
+		out.Birthday = &customerv1.Birthday{Year: int32(b.Year), Month: int32(b.Month), Day: int32(b.Day)} //nolint:gosec // validated ranges
+	}
+	if a := c.Address; a != nil {
+		out.Address = &customerv1.PostalAddress{Lines: a.Lines, Locality: a.Locality, Region: a.Region,
+			PostalCode: a.PostalCode, CountryCode: a.CountryCode}
+	}
+	if c.MergedInto != uuid.Nil {
+		out.MergedInto, out.MergeTime = c.MergedInto.String(), timestamppb.New(c.MergeTime)
+	}
+	return out
 }
 
 // Page tokens carry the last id of the page and a fingerprint of the filter,

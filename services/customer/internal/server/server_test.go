@@ -178,14 +178,39 @@ func (s *syncBuffer) String() string {
 }
 
 // marked is customer i of a SEC-07 run: every personal field carries a
-// marker no random ciphertext will ever contain.
+// marker no random ciphertext will ever contain. The birthday is numbers
+// only (no marker can tell its year from any other number); its sealing is
+// checked in TestProfileFields. External refs and the country code are
+// stored in clear by design and carry no marker.
 func marked(i int) *customerv1.Customer {
 	return &customerv1.Customer{
 		DisplayName: fmt.Sprintf("Qxv Markername%03d Zyw", i),
 		Email:       fmt.Sprintf("Qxv.Markermail%03d@Example.org", i),
 		Phone:       fmt.Sprintf("+1987650%04d", i),
 		Locale:      "en-GB", TimeZone: "Europe/London", Tags: []string{"sec07"},
+		Birthday: &customerv1.Birthday{Year: 1900 + int32(i), Month: 1 + int32(i%12), Day: 1 + int32(i%28)}, //nolint:gosec // i < 100
+		Address: &customerv1.PostalAddress{
+			Lines:    []string{fmt.Sprintf("Qxv Markerstreet%03d 1", i), fmt.Sprintf("Qxv Markerflat%03d", i)},
+			Locality: fmt.Sprintf("Qxv Markertown%03d", i), Region: fmt.Sprintf("Qxv Markerregion%03d", i),
+			PostalCode: fmt.Sprintf("QXVPC%03dZZ", i), CountryCode: "GB",
+		},
+		ExternalRefs: map[string]string{"shop": fmt.Sprintf("S-%03d", i)},
+		Attributes:   map[string]string{fmt.Sprintf("qxvmarkerkey%03d", i): fmt.Sprintf("Qxv Markerattr%03d", i)},
 	}
+}
+
+// markersOf are the marker strings of marked(i)'s personal fields.
+func markersOf(i int) []string {
+	c := marked(i)
+	a := c.GetAddress()
+	out := []string{c.GetDisplayName(), c.GetEmail(), c.GetPhone(),
+		fmt.Sprintf("Markername%03d", i), fmt.Sprintf("Markermail%03d", i),
+		a.GetLines()[0], a.GetLines()[1], a.GetLocality(), a.GetRegion(), a.GetPostalCode(),
+		fmt.Sprintf("Markerstreet%03d", i), fmt.Sprintf("Markertown%03d", i), fmt.Sprintf("Markerregion%03d", i)}
+	for k, v := range c.GetAttributes() {
+		out = append(out, k, v, fmt.Sprintf("Markerattr%03d", i))
+	}
+	return out
 }
 
 // forms are what a marker may look like when stored carelessly: as is,
@@ -271,8 +296,7 @@ func TestSEC07PersonalDataAtRest(t *testing.T) {
 	for i := range n {
 		requestIDs[i] = uuid.NewString()
 		created[i] = b.create(t, marked(i), requestIDs[i])
-		markers = append(markers, marked(i).GetDisplayName(), marked(i).GetEmail(), marked(i).GetPhone(),
-			fmt.Sprintf("Markername%03d", i), fmt.Sprintf("Markermail%03d", i))
+		markers = append(markers, markersOf(i)...)
 	}
 	// A tenth move to new values, again with request ids.
 	for i := 0; i < n; i += 10 {

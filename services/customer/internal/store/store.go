@@ -50,9 +50,14 @@ func (s *Store) Insert(ctx context.Context, db profile.DB, c profile.Customer) (
 		TenantID: c.TenantID, ID: c.ID, DisplayNameSealed: f.displayName, EmailSealed: f.email,
 		PhoneSealed: f.phone, EmailBidx: f.emailBidx, PhoneBidx: f.phoneBidx,
 		Locale: c.Locale, TimeZone: c.TimeZone, Tags: c.Tags, Now: c.CreateTime,
+		BirthdaySealed: f.birthday, BirthMonth: f.birthMonth, BirthDay: f.birthDay,
+		AddressSealed: f.address, CountryCode: c.CountryCode(), AttributesSealed: f.attributes,
 	})
 	if err != nil {
 		return profile.Customer{}, interpret("insert customer", err)
+	}
+	if err := s.putExternalRefs(ctx, db, c.TenantID, c.ID, c.ExternalRefs); err != nil {
+		return profile.Customer{}, err
 	}
 	return withPersonal(fromRow(row), c), nil
 }
@@ -74,6 +79,9 @@ func (s *Store) Get(ctx context.Context, db profile.DB, tenantID, id uuid.UUID, 
 	out, err := s.open(ctx, db, tenantID, []dbgen.Customer{row})
 	if err != nil {
 		return profile.Customer{}, fmt.Errorf("get customer: %w", err)
+	}
+	if err := s.withExternalRefs(ctx, db, tenantID, out); err != nil {
+		return profile.Customer{}, err
 	}
 	return out[0], nil
 }
@@ -100,9 +108,14 @@ func (s *Store) Update(ctx context.Context, db profile.DB, c profile.Customer) (
 		TenantID: c.TenantID, ID: c.ID, Version: c.Version, DisplayNameSealed: f.displayName,
 		EmailSealed: f.email, PhoneSealed: f.phone, EmailBidx: f.emailBidx, PhoneBidx: f.phoneBidx,
 		Locale: c.Locale, TimeZone: c.TimeZone, Tags: c.Tags, Now: c.UpdateTime,
+		BirthdaySealed: f.birthday, BirthMonth: f.birthMonth, BirthDay: f.birthDay,
+		AddressSealed: f.address, CountryCode: c.CountryCode(), AttributesSealed: f.attributes,
 	})
 	if err != nil {
 		return profile.Customer{}, interpret("update customer", err)
+	}
+	if err := s.putExternalRefs(ctx, db, c.TenantID, c.ID, c.ExternalRefs); err != nil {
+		return profile.Customer{}, err
 	}
 	return withPersonal(fromRow(row), c), nil
 }
@@ -124,6 +137,9 @@ func (s *Store) List(ctx context.Context, db profile.DB, q profile.ListQuery) ([
 	if err != nil {
 		return nil, fmt.Errorf("list customers: %w", err)
 	}
+	if err := s.withExternalRefs(ctx, db, q.TenantID, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -133,6 +149,9 @@ func (s *Store) List(ctx context.Context, db profile.DB, q profile.ListQuery) ([
 // compared in normalised form, so an index collision never returns the
 // wrong customer. Only true matches are opened whole.
 func (s *Store) Lookup(ctx context.Context, db profile.DB, q profile.LookupQuery) ([]profile.Customer, error) {
+	if q.External != nil {
+		return s.lookupExternal(ctx, db, q)
+	}
 	col, value := pii.Email, q.Email
 	if q.Phone != "" {
 		col, value = pii.Phone, q.Phone
@@ -188,13 +207,18 @@ func (s *Store) Lookup(ctx context.Context, db profile.DB, q profile.LookupQuery
 			break
 		}
 	}
+	if err := s.withExternalRefs(ctx, db, q.TenantID, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
 // sealed is a profile's personal fields as stored.
 type sealed struct {
-	displayName, email, phone []byte
-	emailBidx, phoneBidx      pgtype.Int4
+	displayName, email, phone     []byte
+	emailBidx, phoneBidx          pgtype.Int4
+	birthday, address, attributes []byte
+	birthMonth, birthDay          pgtype.Int2
 }
 
 // seal seals c's personal fields under key and indexes email and phone. An
@@ -209,6 +233,9 @@ func seal(t *pii.TenantKeys, key *pii.CustomerKey, c profile.Customer) (sealed, 
 		return sealed{}, err
 	}
 	if f.phone, f.phoneBidx, err = sealIndexed(t, key, pii.Phone, c.Phone); err != nil {
+		return sealed{}, err
+	}
+	if err := sealProfileFields(key, c, &f); err != nil {
 		return sealed{}, err
 	}
 	return f, nil
@@ -273,6 +300,9 @@ func openRow(r dbgen.Customer, key *pii.CustomerKey) (profile.Customer, error) {
 		}
 		*f.dst = string(pt)
 	}
+	if err := openProfileFields(r, key, &c); err != nil {
+		return profile.Customer{}, err
+	}
 	return c, nil
 }
 
@@ -282,16 +312,26 @@ func fromRow(r dbgen.Customer) profile.Customer {
 	if tags == nil {
 		tags = []string{}
 	}
-	return profile.Customer{
+	c := profile.Customer{
 		TenantID: r.TenantID, ID: r.ID, Locale: r.Locale, TimeZone: r.TimeZone, Tags: tags,
 		Version: r.Version, CreateTime: r.CreateTime.UTC(), UpdateTime: r.UpdateTime.UTC(),
 	}
+	if r.MergedInto.Valid {
+		c.MergedInto, c.MergeTime = r.MergedInto.UUID, r.MergeTime.Time.UTC()
+	}
+	if r.CountryCode != "" {
+		// The rest of the address is sealed; openRow adds it.
+		c.Address = &profile.Address{CountryCode: r.CountryCode}
+	}
+	return c
 }
 
 // withPersonal is stored with the personal fields just written, which need
 // no decrypting back.
 func withPersonal(stored, written profile.Customer) profile.Customer {
 	stored.DisplayName, stored.Email, stored.Phone = written.DisplayName, written.Email, written.Phone
+	stored.Birthday, stored.Address, stored.Attributes = written.Birthday, written.Address, written.Attributes
+	stored.ExternalRefs = written.ExternalRefs
 	return stored
 }
 

@@ -27,6 +27,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DuplicateKey is the kind of key two customers share.
+type DuplicateKey int32
+
+const (
+	DuplicateKey_DUPLICATE_KEY_UNSPECIFIED DuplicateKey = 0
+	// The same email, compared without regard to case.
+	DuplicateKey_DUPLICATE_KEY_EMAIL DuplicateKey = 1
+	// The same phone number.
+	DuplicateKey_DUPLICATE_KEY_PHONE DuplicateKey = 2
+	// The same ref in the same external system.
+	DuplicateKey_DUPLICATE_KEY_EXTERNAL_REF DuplicateKey = 3
+)
+
+// Enum value maps for DuplicateKey.
+var (
+	DuplicateKey_name = map[int32]string{
+		0: "DUPLICATE_KEY_UNSPECIFIED",
+		1: "DUPLICATE_KEY_EMAIL",
+		2: "DUPLICATE_KEY_PHONE",
+		3: "DUPLICATE_KEY_EXTERNAL_REF",
+	}
+	DuplicateKey_value = map[string]int32{
+		"DUPLICATE_KEY_UNSPECIFIED":  0,
+		"DUPLICATE_KEY_EMAIL":        1,
+		"DUPLICATE_KEY_PHONE":        2,
+		"DUPLICATE_KEY_EXTERNAL_REF": 3,
+	}
+)
+
+func (x DuplicateKey) Enum() *DuplicateKey {
+	p := new(DuplicateKey)
+	*p = x
+	return p
+}
+
+func (x DuplicateKey) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DuplicateKey) Descriptor() protoreflect.EnumDescriptor {
+	return file_rapport_customer_v1_customer_proto_enumTypes[0].Descriptor()
+}
+
+func (DuplicateKey) Type() protoreflect.EnumType {
+	return &file_rapport_customer_v1_customer_proto_enumTypes[0]
+}
+
+func (x DuplicateKey) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DuplicateKey.Descriptor instead.
+func (DuplicateKey) EnumDescriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{0}
+}
+
 // Customer is a person or organisation a company serves.
 type Customer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -45,9 +101,27 @@ type Customer struct {
 	// Free labels: lower case letters, digits, '-' and '_'.
 	Tags []string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty"`
 	// Incremented by every change.
-	Version       int64                  `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Version    int64                  `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Date of birth; the year may be unknown (0). Stored encrypted; the month
+	// and day alone also stay readable to the care calendar.
+	Birthday *Birthday `protobuf:"bytes,11,opt,name=birthday,proto3" json:"birthday,omitempty"`
+	// Postal address. Stored encrypted, except its country code.
+	Address *PostalAddress `protobuf:"bytes,12,opt,name=address,proto3" json:"address,omitempty"`
+	// The customer's ids in other systems (shop, CRM, point of sale), by
+	// system name, e.g. {"shop": "C-1042"}. Lookup finds customers by them.
+	// They are identifiers, not personal data, and are stored in clear.
+	ExternalRefs map[string]string `protobuf:"bytes,13,rep,name=external_refs,json=externalRefs,proto3" json:"external_refs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Custom attributes the tenant defines, e.g. {"shoe_size": "42"}. Stored
+	// encrypted (values may be personal).
+	Attributes map[string]string `protobuf:"bytes,14,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set once this customer was merged into another (MergeCustomers): the
+	// id of the customer that holds its data now. Clients follow it. A merged
+	// customer is neither listed nor found by lookups, and cannot change.
+	MergedInto string `protobuf:"bytes,15,opt,name=merged_into,json=mergedInto,proto3" json:"merged_into,omitempty"`
+	// When the customer was merged into merged_into.
+	MergeTime     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=merge_time,json=mergeTime,proto3" json:"merge_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -152,6 +226,248 @@ func (x *Customer) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Customer) GetBirthday() *Birthday {
+	if x != nil {
+		return x.Birthday
+	}
+	return nil
+}
+
+func (x *Customer) GetAddress() *PostalAddress {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *Customer) GetExternalRefs() map[string]string {
+	if x != nil {
+		return x.ExternalRefs
+	}
+	return nil
+}
+
+func (x *Customer) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *Customer) GetMergedInto() string {
+	if x != nil {
+		return x.MergedInto
+	}
+	return ""
+}
+
+func (x *Customer) GetMergeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MergeTime
+	}
+	return nil
+}
+
+// Birthday is a calendar date of birth, in the customer's own calendar (no
+// time zone). Checked beyond these rules: the day exists in the month
+// (February 29 only with a leap year or an unknown year) and the date is not
+// in the future.
+type Birthday struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 when unknown.
+	Year          int32 `protobuf:"varint,1,opt,name=year,proto3" json:"year,omitempty"`
+	Month         int32 `protobuf:"varint,2,opt,name=month,proto3" json:"month,omitempty"`
+	Day           int32 `protobuf:"varint,3,opt,name=day,proto3" json:"day,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Birthday) Reset() {
+	*x = Birthday{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Birthday) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Birthday) ProtoMessage() {}
+
+func (x *Birthday) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Birthday.ProtoReflect.Descriptor instead.
+func (*Birthday) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Birthday) GetYear() int32 {
+	if x != nil {
+		return x.Year
+	}
+	return 0
+}
+
+func (x *Birthday) GetMonth() int32 {
+	if x != nil {
+		return x.Month
+	}
+	return 0
+}
+
+func (x *Birthday) GetDay() int32 {
+	if x != nil {
+		return x.Day
+	}
+	return 0
+}
+
+// PostalAddress is where post reaches the customer.
+type PostalAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Street, number, building, in the order they are written: at most 3.
+	Lines []string `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	// City or town.
+	Locality string `protobuf:"bytes,2,opt,name=locality,proto3" json:"locality,omitempty"`
+	// State, province or county.
+	Region     string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	PostalCode string `protobuf:"bytes,4,opt,name=postal_code,json=postalCode,proto3" json:"postal_code,omitempty"`
+	// ISO 3166-1 alpha-2, upper case, e.g. DE. Stored in clear (incidents and
+	// analytics select customers by country).
+	CountryCode   string `protobuf:"bytes,5,opt,name=country_code,json=countryCode,proto3" json:"country_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostalAddress) Reset() {
+	*x = PostalAddress{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostalAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostalAddress) ProtoMessage() {}
+
+func (x *PostalAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostalAddress.ProtoReflect.Descriptor instead.
+func (*PostalAddress) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PostalAddress) GetLines() []string {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *PostalAddress) GetLocality() string {
+	if x != nil {
+		return x.Locality
+	}
+	return ""
+}
+
+func (x *PostalAddress) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *PostalAddress) GetPostalCode() string {
+	if x != nil {
+		return x.PostalCode
+	}
+	return ""
+}
+
+func (x *PostalAddress) GetCountryCode() string {
+	if x != nil {
+		return x.CountryCode
+	}
+	return ""
+}
+
+// ExternalRef is a customer's id in another system.
+type ExternalRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	System        string                 `protobuf:"bytes,1,opt,name=system,proto3" json:"system,omitempty"`
+	Ref           string                 `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExternalRef) Reset() {
+	*x = ExternalRef{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalRef) ProtoMessage() {}
+
+func (x *ExternalRef) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalRef.ProtoReflect.Descriptor instead.
+func (*ExternalRef) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExternalRef) GetSystem() string {
+	if x != nil {
+		return x.System
+	}
+	return ""
+}
+
+func (x *ExternalRef) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
 type CreateCustomerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The profile to create; id, version and times are ignored.
@@ -166,7 +482,7 @@ type CreateCustomerRequest struct {
 
 func (x *CreateCustomerRequest) Reset() {
 	*x = CreateCustomerRequest{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[1]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +494,7 @@ func (x *CreateCustomerRequest) String() string {
 func (*CreateCustomerRequest) ProtoMessage() {}
 
 func (x *CreateCustomerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[1]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +507,7 @@ func (x *CreateCustomerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCustomerRequest.ProtoReflect.Descriptor instead.
 func (*CreateCustomerRequest) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{1}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateCustomerRequest) GetCustomer() *Customer {
@@ -217,7 +533,7 @@ type GetCustomerRequest struct {
 
 func (x *GetCustomerRequest) Reset() {
 	*x = GetCustomerRequest{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[2]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +545,7 @@ func (x *GetCustomerRequest) String() string {
 func (*GetCustomerRequest) ProtoMessage() {}
 
 func (x *GetCustomerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[2]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +558,7 @@ func (x *GetCustomerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCustomerRequest.ProtoReflect.Descriptor instead.
 func (*GetCustomerRequest) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{2}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetCustomerRequest) GetId() string {
@@ -266,7 +582,7 @@ type ListCustomersRequest struct {
 
 func (x *ListCustomersRequest) Reset() {
 	*x = ListCustomersRequest{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[3]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +594,7 @@ func (x *ListCustomersRequest) String() string {
 func (*ListCustomersRequest) ProtoMessage() {}
 
 func (x *ListCustomersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[3]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +607,7 @@ func (x *ListCustomersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCustomersRequest.ProtoReflect.Descriptor instead.
 func (*ListCustomersRequest) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{3}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListCustomersRequest) GetPageSize() int32 {
@@ -326,7 +642,7 @@ type ListCustomersResponse struct {
 
 func (x *ListCustomersResponse) Reset() {
 	*x = ListCustomersResponse{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[4]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +654,7 @@ func (x *ListCustomersResponse) String() string {
 func (*ListCustomersResponse) ProtoMessage() {}
 
 func (x *ListCustomersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[4]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +667,7 @@ func (x *ListCustomersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCustomersResponse.ProtoReflect.Descriptor instead.
 func (*ListCustomersResponse) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{4}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListCustomersResponse) GetCustomers() []*Customer {
@@ -372,7 +688,11 @@ type UpdateCustomerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The customer to change, by id; only fields in update_mask are read.
 	Customer *Customer `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	// Fields to change: display_name, email, phone, locale, time_zone, tags.
+	// Fields to change: display_name, email, phone, locale, time_zone, tags,
+	// birthday, address, external_refs, attributes. Each replaces the whole
+	// field (sub-paths such as address.locality or attributes.shoe_size are
+	// refused): send the complete address, map or birthday; an empty one
+	// clears it.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// Idempotency key (UUID), as for CreateCustomer.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -382,7 +702,7 @@ type UpdateCustomerRequest struct {
 
 func (x *UpdateCustomerRequest) Reset() {
 	*x = UpdateCustomerRequest{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[5]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +714,7 @@ func (x *UpdateCustomerRequest) String() string {
 func (*UpdateCustomerRequest) ProtoMessage() {}
 
 func (x *UpdateCustomerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[5]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +727,7 @@ func (x *UpdateCustomerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCustomerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCustomerRequest) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{5}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateCustomerRequest) GetCustomer() *Customer {
@@ -439,6 +759,7 @@ type LookupCustomersRequest struct {
 	//
 	//	*LookupCustomersRequest_Email
 	//	*LookupCustomersRequest_Phone
+	//	*LookupCustomersRequest_ExternalRef
 	Key           isLookupCustomersRequest_Key `protobuf_oneof:"key"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -446,7 +767,7 @@ type LookupCustomersRequest struct {
 
 func (x *LookupCustomersRequest) Reset() {
 	*x = LookupCustomersRequest{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[6]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +779,7 @@ func (x *LookupCustomersRequest) String() string {
 func (*LookupCustomersRequest) ProtoMessage() {}
 
 func (x *LookupCustomersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[6]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +792,7 @@ func (x *LookupCustomersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCustomersRequest.ProtoReflect.Descriptor instead.
 func (*LookupCustomersRequest) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{6}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LookupCustomersRequest) GetKey() isLookupCustomersRequest_Key {
@@ -499,6 +820,15 @@ func (x *LookupCustomersRequest) GetPhone() string {
 	return ""
 }
 
+func (x *LookupCustomersRequest) GetExternalRef() *ExternalRef {
+	if x != nil {
+		if x, ok := x.Key.(*LookupCustomersRequest_ExternalRef); ok {
+			return x.ExternalRef
+		}
+	}
+	return nil
+}
+
 type isLookupCustomersRequest_Key interface {
 	isLookupCustomersRequest_Key()
 }
@@ -513,9 +843,16 @@ type LookupCustomersRequest_Phone struct {
 	Phone string `protobuf:"bytes,2,opt,name=phone,proto3,oneof"`
 }
 
+type LookupCustomersRequest_ExternalRef struct {
+	// An id in another system, matched exactly.
+	ExternalRef *ExternalRef `protobuf:"bytes,3,opt,name=external_ref,json=externalRef,proto3,oneof"`
+}
+
 func (*LookupCustomersRequest_Email) isLookupCustomersRequest_Key() {}
 
 func (*LookupCustomersRequest_Phone) isLookupCustomersRequest_Key() {}
+
+func (*LookupCustomersRequest_ExternalRef) isLookupCustomersRequest_Key() {}
 
 type LookupCustomersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -527,7 +864,7 @@ type LookupCustomersResponse struct {
 
 func (x *LookupCustomersResponse) Reset() {
 	*x = LookupCustomersResponse{}
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[7]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +876,7 @@ func (x *LookupCustomersResponse) String() string {
 func (*LookupCustomersResponse) ProtoMessage() {}
 
 func (x *LookupCustomersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rapport_customer_v1_customer_proto_msgTypes[7]
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +889,7 @@ func (x *LookupCustomersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCustomersResponse.ProtoReflect.Descriptor instead.
 func (*LookupCustomersResponse) Descriptor() ([]byte, []int) {
-	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{7}
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LookupCustomersResponse) GetCustomers() []*Customer {
@@ -562,11 +899,401 @@ func (x *LookupCustomersResponse) GetCustomers() []*Customer {
 	return nil
 }
 
+type FindDuplicateCustomersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The customer whose duplicates to find.
+	CustomerId    string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindDuplicateCustomersRequest) Reset() {
+	*x = FindDuplicateCustomersRequest{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindDuplicateCustomersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindDuplicateCustomersRequest) ProtoMessage() {}
+
+func (x *FindDuplicateCustomersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindDuplicateCustomersRequest.ProtoReflect.Descriptor instead.
+func (*FindDuplicateCustomersRequest) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FindDuplicateCustomersRequest) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+type FindDuplicateCustomersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant's other live (not merged) customers sharing at least one key
+	// with the customer, newest first, at most 100.
+	Duplicates    []*DuplicateCustomer `protobuf:"bytes,1,rep,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindDuplicateCustomersResponse) Reset() {
+	*x = FindDuplicateCustomersResponse{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindDuplicateCustomersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindDuplicateCustomersResponse) ProtoMessage() {}
+
+func (x *FindDuplicateCustomersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindDuplicateCustomersResponse.ProtoReflect.Descriptor instead.
+func (*FindDuplicateCustomersResponse) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FindDuplicateCustomersResponse) GetDuplicates() []*DuplicateCustomer {
+	if x != nil {
+		return x.Duplicates
+	}
+	return nil
+}
+
+// DuplicateCustomer is a customer sharing keys with another.
+type DuplicateCustomer struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Customer *Customer              `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	// What it shares: email, phone, or an external ref (with its system).
+	Matches       []*DuplicateMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicateCustomer) Reset() {
+	*x = DuplicateCustomer{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicateCustomer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicateCustomer) ProtoMessage() {}
+
+func (x *DuplicateCustomer) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicateCustomer.ProtoReflect.Descriptor instead.
+func (*DuplicateCustomer) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DuplicateCustomer) GetCustomer() *Customer {
+	if x != nil {
+		return x.Customer
+	}
+	return nil
+}
+
+func (x *DuplicateCustomer) GetMatches() []*DuplicateMatch {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+// DuplicateMatch is one key two customers share.
+type DuplicateMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   DuplicateKey           `protobuf:"varint,1,opt,name=key,proto3,enum=rapport.customer.v1.DuplicateKey" json:"key,omitempty"`
+	// For DUPLICATE_KEY_EXTERNAL_REF: the system whose ref is shared.
+	System        string `protobuf:"bytes,2,opt,name=system,proto3" json:"system,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicateMatch) Reset() {
+	*x = DuplicateMatch{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicateMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicateMatch) ProtoMessage() {}
+
+func (x *DuplicateMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicateMatch.ProtoReflect.Descriptor instead.
+func (*DuplicateMatch) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DuplicateMatch) GetKey() DuplicateKey {
+	if x != nil {
+		return x.Key
+	}
+	return DuplicateKey_DUPLICATE_KEY_UNSPECIFIED
+}
+
+func (x *DuplicateMatch) GetSystem() string {
+	if x != nil {
+		return x.System
+	}
+	return ""
+}
+
+type MergeCustomersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The customer that stays.
+	PrimaryId string `protobuf:"bytes,1,opt,name=primary_id,json=primaryId,proto3" json:"primary_id,omitempty"`
+	// The customers merged into the primary (1 to 10, distinct, not the
+	// primary). None of them, nor the primary, may have been merged already.
+	SourceIds []string `protobuf:"bytes,2,rep,name=source_ids,json=sourceIds,proto3" json:"source_ids,omitempty"`
+	// Check and preview only: the response says what a merge would do, and
+	// nothing changes (the request id is not claimed either).
+	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Idempotency key (UUID), as for CreateCustomer.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeCustomersRequest) Reset() {
+	*x = MergeCustomersRequest{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeCustomersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeCustomersRequest) ProtoMessage() {}
+
+func (x *MergeCustomersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeCustomersRequest.ProtoReflect.Descriptor instead.
+func (*MergeCustomersRequest) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MergeCustomersRequest) GetPrimaryId() string {
+	if x != nil {
+		return x.PrimaryId
+	}
+	return ""
+}
+
+func (x *MergeCustomersRequest) GetSourceIds() []string {
+	if x != nil {
+		return x.SourceIds
+	}
+	return nil
+}
+
+func (x *MergeCustomersRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *MergeCustomersRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type MergeCustomersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The primary as merged (or, in a dry run, as it would be).
+	Customer *Customer `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	// How many rows each part of the service moved (or would move) to the
+	// primary, e.g. {section: "purchases", moved: 3}.
+	Sections []*MergeSection `protobuf:"bytes,2,rep,name=sections,proto3" json:"sections,omitempty"`
+	// Whether this was a dry run.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeCustomersResponse) Reset() {
+	*x = MergeCustomersResponse{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeCustomersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeCustomersResponse) ProtoMessage() {}
+
+func (x *MergeCustomersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeCustomersResponse.ProtoReflect.Descriptor instead.
+func (*MergeCustomersResponse) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MergeCustomersResponse) GetCustomer() *Customer {
+	if x != nil {
+		return x.Customer
+	}
+	return nil
+}
+
+func (x *MergeCustomersResponse) GetSections() []*MergeSection {
+	if x != nil {
+		return x.Sections
+	}
+	return nil
+}
+
+func (x *MergeCustomersResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// MergeSection counts what one part of the service moved in a merge.
+type MergeSection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Section       string                 `protobuf:"bytes,1,opt,name=section,proto3" json:"section,omitempty"`
+	Moved         int64                  `protobuf:"varint,2,opt,name=moved,proto3" json:"moved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeSection) Reset() {
+	*x = MergeSection{}
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeSection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeSection) ProtoMessage() {}
+
+func (x *MergeSection) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_customer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeSection.ProtoReflect.Descriptor instead.
+func (*MergeSection) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_customer_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MergeSection) GetSection() string {
+	if x != nil {
+		return x.Section
+	}
+	return ""
+}
+
+func (x *MergeSection) GetMoved() int64 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
 var File_rapport_customer_v1_customer_proto protoreflect.FileDescriptor
 
 const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\n" +
-	"\"rapport/customer/v1/customer.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\x1a\x1frapport/access/v1/options.proto\"\xf9\x03\n" +
+	"\"rapport/customer/v1/customer.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\x1a\x1frapport/access/v1/options.proto\"\xdf\b\n" +
 	"\bCustomer\x12\x13\n" +
 	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\vdisplayName\x12#\n" +
@@ -581,7 +1308,39 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"\x89\x01\n" +
+	"updateTime\x129\n" +
+	"\bbirthday\x18\v \x01(\v2\x1d.rapport.customer.v1.BirthdayR\bbirthday\x12<\n" +
+	"\aaddress\x18\f \x01(\v2\".rapport.customer.v1.PostalAddressR\aaddress\x12\x88\x01\n" +
+	"\rexternal_refs\x18\r \x03(\v2/.rapport.customer.v1.Customer.ExternalRefsEntryB2\xbaH/\x9a\x01,\x10\x14\"\x1fr\x1d2\x1b^[a-z0-9][a-z0-9_.-]{0,62}$*\ar\x05\x10\x01\x18\xc8\x01R\fexternalRefs\x12z\n" +
+	"\n" +
+	"attributes\x18\x0e \x03(\v2-.rapport.customer.v1.Customer.AttributesEntryB+\xbaH(\x9a\x01%\x102\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$*\x05r\x03\x18\xe8\aR\n" +
+	"attributes\x12$\n" +
+	"\vmerged_into\x18\x0f \x01(\tB\x03\xe0A\x03R\n" +
+	"mergedInto\x12>\n" +
+	"\n" +
+	"merge_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\tmergeTime\x1a?\n" +
+	"\x11ExternalRefsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\bBirthday\x12\x1e\n" +
+	"\x04year\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\x8fN(\x00R\x04year\x12\x1f\n" +
+	"\x05month\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\f(\x01R\x05month\x12\x1b\n" +
+	"\x03day\x18\x03 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\x1f(\x01R\x03day\"\xdf\x01\n" +
+	"\rPostalAddress\x12%\n" +
+	"\x05lines\x18\x01 \x03(\tB\x0f\xbaH\f\x92\x01\t\x10\x03\"\x05r\x03\x18\xc8\x01R\x05lines\x12#\n" +
+	"\blocality\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18dR\blocality\x12\x1f\n" +
+	"\x06region\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18dR\x06region\x12(\n" +
+	"\vpostal_code\x18\x04 \x01(\tB\a\xbaH\x04r\x02\x18\x14R\n" +
+	"postalCode\x127\n" +
+	"\fcountry_code\x18\x05 \x01(\tB\x14\xbaH\x11\xd8\x01\x01r\f2\n" +
+	"^[A-Z]{2}$R\vcountryCode\"m\n" +
+	"\vExternalRef\x12=\n" +
+	"\x06system\x18\x01 \x01(\tB%\xe0A\x02\xbaH\x1fr\x1d2\x1b^[a-z0-9][a-z0-9_.-]{0,62}$R\x06system\x12\x1f\n" +
+	"\x03ref\x18\x02 \x01(\tB\r\xe0A\x02\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x03ref\"\x89\x01\n" +
 	"\x15CreateCustomerRequest\x12D\n" +
 	"\bcustomer\x18\x01 \x01(\v2\x1d.rapport.customer.v1.CustomerB\t\xe0A\x02\xbaH\x03\xc8\x01\x01R\bcustomer\x12*\n" +
 	"\n" +
@@ -601,14 +1360,49 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
 	"updateMask\x12*\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"\x7f\n" +
+	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"\xc6\x01\n" +
 	"\x16LookupCustomersRequest\x12\"\n" +
 	"\x05email\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x18\xfe\x01`\x01H\x00R\x05email\x123\n" +
-	"\x05phone\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x14^\\+[1-9][0-9]{6,14}$H\x00R\x05phoneB\f\n" +
+	"\x05phone\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x14^\\+[1-9][0-9]{6,14}$H\x00R\x05phone\x12E\n" +
+	"\fexternal_ref\x18\x03 \x01(\v2 .rapport.customer.v1.ExternalRefH\x00R\vexternalRefB\f\n" +
 	"\x03key\x12\x05\xbaH\x02\b\x01\"V\n" +
 	"\x17LookupCustomersResponse\x12;\n" +
-	"\tcustomers\x18\x01 \x03(\v2\x1d.rapport.customer.v1.CustomerR\tcustomers2\xd4\x05\n" +
+	"\tcustomers\x18\x01 \x03(\v2\x1d.rapport.customer.v1.CustomerR\tcustomers\"M\n" +
+	"\x1dFindDuplicateCustomersRequest\x12,\n" +
+	"\vcustomer_id\x18\x01 \x01(\tB\v\xe0A\x02\xbaH\x05r\x03\xb0\x01\x01R\n" +
+	"customerId\"h\n" +
+	"\x1eFindDuplicateCustomersResponse\x12F\n" +
+	"\n" +
+	"duplicates\x18\x01 \x03(\v2&.rapport.customer.v1.DuplicateCustomerR\n" +
+	"duplicates\"\x8d\x01\n" +
+	"\x11DuplicateCustomer\x129\n" +
+	"\bcustomer\x18\x01 \x01(\v2\x1d.rapport.customer.v1.CustomerR\bcustomer\x12=\n" +
+	"\amatches\x18\x02 \x03(\v2#.rapport.customer.v1.DuplicateMatchR\amatches\"]\n" +
+	"\x0eDuplicateMatch\x123\n" +
+	"\x03key\x18\x01 \x01(\x0e2!.rapport.customer.v1.DuplicateKeyR\x03key\x12\x16\n" +
+	"\x06system\x18\x02 \x01(\tR\x06system\"\xbf\x01\n" +
+	"\x15MergeCustomersRequest\x12*\n" +
+	"\n" +
+	"primary_id\x18\x01 \x01(\tB\v\xe0A\x02\xbaH\x05r\x03\xb0\x01\x01R\tprimaryId\x125\n" +
+	"\n" +
+	"source_ids\x18\x02 \x03(\tB\x16\xe0A\x02\xbaH\x10\x92\x01\r\b\x01\x10\n" +
+	"\x18\x01\"\x05r\x03\xb0\x01\x01R\tsourceIds\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12*\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"\xab\x01\n" +
+	"\x16MergeCustomersResponse\x129\n" +
+	"\bcustomer\x18\x01 \x01(\v2\x1d.rapport.customer.v1.CustomerR\bcustomer\x12=\n" +
+	"\bsections\x18\x02 \x03(\v2!.rapport.customer.v1.MergeSectionR\bsections\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\">\n" +
+	"\fMergeSection\x12\x18\n" +
+	"\asection\x18\x01 \x01(\tR\asection\x12\x14\n" +
+	"\x05moved\x18\x02 \x01(\x03R\x05moved*\x7f\n" +
+	"\fDuplicateKey\x12\x1d\n" +
+	"\x19DUPLICATE_KEY_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DUPLICATE_KEY_EMAIL\x10\x01\x12\x17\n" +
+	"\x13DUPLICATE_KEY_PHONE\x10\x02\x12\x1e\n" +
+	"\x1aDUPLICATE_KEY_EXTERNAL_REF\x10\x032\xb8\b\n" +
 	"\x0fCustomerService\x12\x86\x01\n" +
 	"\x0eCreateCustomer\x12*.rapport.customer.v1.CreateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\")\xca\xf3\x18\x06\n" +
 	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02\x19:\bcustomer\"\r/v1/customers\x12|\n" +
@@ -619,7 +1413,11 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\x0eUpdateCustomer\x12*.rapport.customer.v1.UpdateCustomerRequest\x1a\x1d.rapport.customer.v1.Customer\"7\xca\xf3\x18\x06\n" +
 	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02':\bcustomer2\x1b/v1/customers/{customer.id}\x12\x97\x01\n" +
 	"\x0fLookupCustomers\x12+.rapport.customer.v1.LookupCustomersRequest\x1a,.rapport.customer.v1.LookupCustomersResponse\")\xca\xf3\x18\x06\n" +
-	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/customers:lookupB\xb7\x05\x92A\xd8\x03\x12\xb7\x02\n" +
+	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/customers:lookup\x12\xbf\x01\n" +
+	"\x16FindDuplicateCustomers\x122.rapport.customer.v1.FindDuplicateCustomersRequest\x1a3.rapport.customer.v1.FindDuplicateCustomersResponse\"<\xca\xf3\x18\x06\n" +
+	"\x04\x01\x02\x03\x06\x82\xd3\xe4\x93\x02,\x12*/v1/customers/{customer_id}:findDuplicates\x12\x9f\x01\n" +
+	"\x0eMergeCustomers\x12*.rapport.customer.v1.MergeCustomersRequest\x1a+.rapport.customer.v1.MergeCustomersResponse\"4\xca\xf3\x18\x05\n" +
+	"\x03\x01\x02\x06\x82\xd3\xe4\x93\x02%:\x01*\" /v1/customers/{primary_id}:mergeB\xb7\x05\x92A\xd8\x03\x12\xb7\x02\n" +
 	"\vRapport API\x12\x95\x02Customer care and retention: customers, tickets, loyalty and surveys. Every call needs a bearer token; the tenant comes from the token, never from the request. Mutations take an Idempotency-Key header (or request_id field): a retry with the same key returns the first response.*\f\n" +
 	"\n" +
 	"Apache-2.02\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZf\n" +
@@ -642,42 +1440,72 @@ func file_rapport_customer_v1_customer_proto_rawDescGZIP() []byte {
 	return file_rapport_customer_v1_customer_proto_rawDescData
 }
 
-var file_rapport_customer_v1_customer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_rapport_customer_v1_customer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_rapport_customer_v1_customer_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_rapport_customer_v1_customer_proto_goTypes = []any{
-	(*Customer)(nil),                // 0: rapport.customer.v1.Customer
-	(*CreateCustomerRequest)(nil),   // 1: rapport.customer.v1.CreateCustomerRequest
-	(*GetCustomerRequest)(nil),      // 2: rapport.customer.v1.GetCustomerRequest
-	(*ListCustomersRequest)(nil),    // 3: rapport.customer.v1.ListCustomersRequest
-	(*ListCustomersResponse)(nil),   // 4: rapport.customer.v1.ListCustomersResponse
-	(*UpdateCustomerRequest)(nil),   // 5: rapport.customer.v1.UpdateCustomerRequest
-	(*LookupCustomersRequest)(nil),  // 6: rapport.customer.v1.LookupCustomersRequest
-	(*LookupCustomersResponse)(nil), // 7: rapport.customer.v1.LookupCustomersResponse
-	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 9: google.protobuf.FieldMask
+	(DuplicateKey)(0),                      // 0: rapport.customer.v1.DuplicateKey
+	(*Customer)(nil),                       // 1: rapport.customer.v1.Customer
+	(*Birthday)(nil),                       // 2: rapport.customer.v1.Birthday
+	(*PostalAddress)(nil),                  // 3: rapport.customer.v1.PostalAddress
+	(*ExternalRef)(nil),                    // 4: rapport.customer.v1.ExternalRef
+	(*CreateCustomerRequest)(nil),          // 5: rapport.customer.v1.CreateCustomerRequest
+	(*GetCustomerRequest)(nil),             // 6: rapport.customer.v1.GetCustomerRequest
+	(*ListCustomersRequest)(nil),           // 7: rapport.customer.v1.ListCustomersRequest
+	(*ListCustomersResponse)(nil),          // 8: rapport.customer.v1.ListCustomersResponse
+	(*UpdateCustomerRequest)(nil),          // 9: rapport.customer.v1.UpdateCustomerRequest
+	(*LookupCustomersRequest)(nil),         // 10: rapport.customer.v1.LookupCustomersRequest
+	(*LookupCustomersResponse)(nil),        // 11: rapport.customer.v1.LookupCustomersResponse
+	(*FindDuplicateCustomersRequest)(nil),  // 12: rapport.customer.v1.FindDuplicateCustomersRequest
+	(*FindDuplicateCustomersResponse)(nil), // 13: rapport.customer.v1.FindDuplicateCustomersResponse
+	(*DuplicateCustomer)(nil),              // 14: rapport.customer.v1.DuplicateCustomer
+	(*DuplicateMatch)(nil),                 // 15: rapport.customer.v1.DuplicateMatch
+	(*MergeCustomersRequest)(nil),          // 16: rapport.customer.v1.MergeCustomersRequest
+	(*MergeCustomersResponse)(nil),         // 17: rapport.customer.v1.MergeCustomersResponse
+	(*MergeSection)(nil),                   // 18: rapport.customer.v1.MergeSection
+	nil,                                    // 19: rapport.customer.v1.Customer.ExternalRefsEntry
+	nil,                                    // 20: rapport.customer.v1.Customer.AttributesEntry
+	(*timestamppb.Timestamp)(nil),          // 21: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),          // 22: google.protobuf.FieldMask
 }
 var file_rapport_customer_v1_customer_proto_depIdxs = []int32{
-	8,  // 0: rapport.customer.v1.Customer.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 1: rapport.customer.v1.Customer.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: rapport.customer.v1.CreateCustomerRequest.customer:type_name -> rapport.customer.v1.Customer
-	0,  // 3: rapport.customer.v1.ListCustomersResponse.customers:type_name -> rapport.customer.v1.Customer
-	0,  // 4: rapport.customer.v1.UpdateCustomerRequest.customer:type_name -> rapport.customer.v1.Customer
-	9,  // 5: rapport.customer.v1.UpdateCustomerRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 6: rapport.customer.v1.LookupCustomersResponse.customers:type_name -> rapport.customer.v1.Customer
-	1,  // 7: rapport.customer.v1.CustomerService.CreateCustomer:input_type -> rapport.customer.v1.CreateCustomerRequest
-	2,  // 8: rapport.customer.v1.CustomerService.GetCustomer:input_type -> rapport.customer.v1.GetCustomerRequest
-	3,  // 9: rapport.customer.v1.CustomerService.ListCustomers:input_type -> rapport.customer.v1.ListCustomersRequest
-	5,  // 10: rapport.customer.v1.CustomerService.UpdateCustomer:input_type -> rapport.customer.v1.UpdateCustomerRequest
-	6,  // 11: rapport.customer.v1.CustomerService.LookupCustomers:input_type -> rapport.customer.v1.LookupCustomersRequest
-	0,  // 12: rapport.customer.v1.CustomerService.CreateCustomer:output_type -> rapport.customer.v1.Customer
-	0,  // 13: rapport.customer.v1.CustomerService.GetCustomer:output_type -> rapport.customer.v1.Customer
-	4,  // 14: rapport.customer.v1.CustomerService.ListCustomers:output_type -> rapport.customer.v1.ListCustomersResponse
-	0,  // 15: rapport.customer.v1.CustomerService.UpdateCustomer:output_type -> rapport.customer.v1.Customer
-	7,  // 16: rapport.customer.v1.CustomerService.LookupCustomers:output_type -> rapport.customer.v1.LookupCustomersResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	21, // 0: rapport.customer.v1.Customer.create_time:type_name -> google.protobuf.Timestamp
+	21, // 1: rapport.customer.v1.Customer.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 2: rapport.customer.v1.Customer.birthday:type_name -> rapport.customer.v1.Birthday
+	3,  // 3: rapport.customer.v1.Customer.address:type_name -> rapport.customer.v1.PostalAddress
+	19, // 4: rapport.customer.v1.Customer.external_refs:type_name -> rapport.customer.v1.Customer.ExternalRefsEntry
+	20, // 5: rapport.customer.v1.Customer.attributes:type_name -> rapport.customer.v1.Customer.AttributesEntry
+	21, // 6: rapport.customer.v1.Customer.merge_time:type_name -> google.protobuf.Timestamp
+	1,  // 7: rapport.customer.v1.CreateCustomerRequest.customer:type_name -> rapport.customer.v1.Customer
+	1,  // 8: rapport.customer.v1.ListCustomersResponse.customers:type_name -> rapport.customer.v1.Customer
+	1,  // 9: rapport.customer.v1.UpdateCustomerRequest.customer:type_name -> rapport.customer.v1.Customer
+	22, // 10: rapport.customer.v1.UpdateCustomerRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 11: rapport.customer.v1.LookupCustomersRequest.external_ref:type_name -> rapport.customer.v1.ExternalRef
+	1,  // 12: rapport.customer.v1.LookupCustomersResponse.customers:type_name -> rapport.customer.v1.Customer
+	14, // 13: rapport.customer.v1.FindDuplicateCustomersResponse.duplicates:type_name -> rapport.customer.v1.DuplicateCustomer
+	1,  // 14: rapport.customer.v1.DuplicateCustomer.customer:type_name -> rapport.customer.v1.Customer
+	15, // 15: rapport.customer.v1.DuplicateCustomer.matches:type_name -> rapport.customer.v1.DuplicateMatch
+	0,  // 16: rapport.customer.v1.DuplicateMatch.key:type_name -> rapport.customer.v1.DuplicateKey
+	1,  // 17: rapport.customer.v1.MergeCustomersResponse.customer:type_name -> rapport.customer.v1.Customer
+	18, // 18: rapport.customer.v1.MergeCustomersResponse.sections:type_name -> rapport.customer.v1.MergeSection
+	5,  // 19: rapport.customer.v1.CustomerService.CreateCustomer:input_type -> rapport.customer.v1.CreateCustomerRequest
+	6,  // 20: rapport.customer.v1.CustomerService.GetCustomer:input_type -> rapport.customer.v1.GetCustomerRequest
+	7,  // 21: rapport.customer.v1.CustomerService.ListCustomers:input_type -> rapport.customer.v1.ListCustomersRequest
+	9,  // 22: rapport.customer.v1.CustomerService.UpdateCustomer:input_type -> rapport.customer.v1.UpdateCustomerRequest
+	10, // 23: rapport.customer.v1.CustomerService.LookupCustomers:input_type -> rapport.customer.v1.LookupCustomersRequest
+	12, // 24: rapport.customer.v1.CustomerService.FindDuplicateCustomers:input_type -> rapport.customer.v1.FindDuplicateCustomersRequest
+	16, // 25: rapport.customer.v1.CustomerService.MergeCustomers:input_type -> rapport.customer.v1.MergeCustomersRequest
+	1,  // 26: rapport.customer.v1.CustomerService.CreateCustomer:output_type -> rapport.customer.v1.Customer
+	1,  // 27: rapport.customer.v1.CustomerService.GetCustomer:output_type -> rapport.customer.v1.Customer
+	8,  // 28: rapport.customer.v1.CustomerService.ListCustomers:output_type -> rapport.customer.v1.ListCustomersResponse
+	1,  // 29: rapport.customer.v1.CustomerService.UpdateCustomer:output_type -> rapport.customer.v1.Customer
+	11, // 30: rapport.customer.v1.CustomerService.LookupCustomers:output_type -> rapport.customer.v1.LookupCustomersResponse
+	13, // 31: rapport.customer.v1.CustomerService.FindDuplicateCustomers:output_type -> rapport.customer.v1.FindDuplicateCustomersResponse
+	17, // 32: rapport.customer.v1.CustomerService.MergeCustomers:output_type -> rapport.customer.v1.MergeCustomersResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_rapport_customer_v1_customer_proto_init() }
@@ -685,22 +1513,24 @@ func file_rapport_customer_v1_customer_proto_init() {
 	if File_rapport_customer_v1_customer_proto != nil {
 		return
 	}
-	file_rapport_customer_v1_customer_proto_msgTypes[6].OneofWrappers = []any{
+	file_rapport_customer_v1_customer_proto_msgTypes[9].OneofWrappers = []any{
 		(*LookupCustomersRequest_Email)(nil),
 		(*LookupCustomersRequest_Phone)(nil),
+		(*LookupCustomersRequest_ExternalRef)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rapport_customer_v1_customer_proto_rawDesc), len(file_rapport_customer_v1_customer_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   8,
+			NumEnums:      1,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_rapport_customer_v1_customer_proto_goTypes,
 		DependencyIndexes: file_rapport_customer_v1_customer_proto_depIdxs,
+		EnumInfos:         file_rapport_customer_v1_customer_proto_enumTypes,
 		MessageInfos:      file_rapport_customer_v1_customer_proto_msgTypes,
 	}.Build()
 	File_rapport_customer_v1_customer_proto = out.File

@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CustomerService_CreateCustomer_FullMethodName  = "/rapport.customer.v1.CustomerService/CreateCustomer"
-	CustomerService_GetCustomer_FullMethodName     = "/rapport.customer.v1.CustomerService/GetCustomer"
-	CustomerService_ListCustomers_FullMethodName   = "/rapport.customer.v1.CustomerService/ListCustomers"
-	CustomerService_UpdateCustomer_FullMethodName  = "/rapport.customer.v1.CustomerService/UpdateCustomer"
-	CustomerService_LookupCustomers_FullMethodName = "/rapport.customer.v1.CustomerService/LookupCustomers"
+	CustomerService_CreateCustomer_FullMethodName         = "/rapport.customer.v1.CustomerService/CreateCustomer"
+	CustomerService_GetCustomer_FullMethodName            = "/rapport.customer.v1.CustomerService/GetCustomer"
+	CustomerService_ListCustomers_FullMethodName          = "/rapport.customer.v1.CustomerService/ListCustomers"
+	CustomerService_UpdateCustomer_FullMethodName         = "/rapport.customer.v1.CustomerService/UpdateCustomer"
+	CustomerService_LookupCustomers_FullMethodName        = "/rapport.customer.v1.CustomerService/LookupCustomers"
+	CustomerService_FindDuplicateCustomers_FullMethodName = "/rapport.customer.v1.CustomerService/FindDuplicateCustomers"
+	CustomerService_MergeCustomers_FullMethodName         = "/rapport.customer.v1.CustomerService/MergeCustomers"
 )
 
 // CustomerServiceClient is the client API for CustomerService service.
@@ -44,6 +46,18 @@ type CustomerServiceClient interface {
 	// phone. The value travels in the body, never in the URL, because it is
 	// personal data. Emails match without regard to case.
 	LookupCustomers(ctx context.Context, in *LookupCustomersRequest, opts ...grpc.CallOption) (*LookupCustomersResponse, error)
+	// FindDuplicateCustomers lists the tenant's other live customers sharing
+	// an email, a phone or an external ref with one customer: the candidates
+	// for MergeCustomers.
+	FindDuplicateCustomers(ctx context.Context, in *FindDuplicateCustomersRequest, opts ...grpc.CallOption) (*FindDuplicateCustomersResponse, error)
+	// MergeCustomers merges source customers into a primary: the primary
+	// keeps its fields and fills its empty ones from the sources (the most
+	// recently updated source first), takes the union of their tags, external
+	// refs and attributes, and receives their purchases, consents, timeline
+	// and the rest; each source keeps its id with merged_into pointing at the
+	// primary. Merges never chain: a customer already merged can be neither a
+	// source nor a primary (FAILED_PRECONDITION, reason CUSTOMER_ALREADY_MERGED).
+	MergeCustomers(ctx context.Context, in *MergeCustomersRequest, opts ...grpc.CallOption) (*MergeCustomersResponse, error)
 }
 
 type customerServiceClient struct {
@@ -104,6 +118,26 @@ func (c *customerServiceClient) LookupCustomers(ctx context.Context, in *LookupC
 	return out, nil
 }
 
+func (c *customerServiceClient) FindDuplicateCustomers(ctx context.Context, in *FindDuplicateCustomersRequest, opts ...grpc.CallOption) (*FindDuplicateCustomersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FindDuplicateCustomersResponse)
+	err := c.cc.Invoke(ctx, CustomerService_FindDuplicateCustomers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *customerServiceClient) MergeCustomers(ctx context.Context, in *MergeCustomersRequest, opts ...grpc.CallOption) (*MergeCustomersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MergeCustomersResponse)
+	err := c.cc.Invoke(ctx, CustomerService_MergeCustomers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CustomerServiceServer is the server API for CustomerService service.
 // All implementations must embed UnimplementedCustomerServiceServer
 // for forward compatibility.
@@ -122,6 +156,18 @@ type CustomerServiceServer interface {
 	// phone. The value travels in the body, never in the URL, because it is
 	// personal data. Emails match without regard to case.
 	LookupCustomers(context.Context, *LookupCustomersRequest) (*LookupCustomersResponse, error)
+	// FindDuplicateCustomers lists the tenant's other live customers sharing
+	// an email, a phone or an external ref with one customer: the candidates
+	// for MergeCustomers.
+	FindDuplicateCustomers(context.Context, *FindDuplicateCustomersRequest) (*FindDuplicateCustomersResponse, error)
+	// MergeCustomers merges source customers into a primary: the primary
+	// keeps its fields and fills its empty ones from the sources (the most
+	// recently updated source first), takes the union of their tags, external
+	// refs and attributes, and receives their purchases, consents, timeline
+	// and the rest; each source keeps its id with merged_into pointing at the
+	// primary. Merges never chain: a customer already merged can be neither a
+	// source nor a primary (FAILED_PRECONDITION, reason CUSTOMER_ALREADY_MERGED).
+	MergeCustomers(context.Context, *MergeCustomersRequest) (*MergeCustomersResponse, error)
 	mustEmbedUnimplementedCustomerServiceServer()
 }
 
@@ -146,6 +192,12 @@ func (UnimplementedCustomerServiceServer) UpdateCustomer(context.Context, *Updat
 }
 func (UnimplementedCustomerServiceServer) LookupCustomers(context.Context, *LookupCustomersRequest) (*LookupCustomersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LookupCustomers not implemented")
+}
+func (UnimplementedCustomerServiceServer) FindDuplicateCustomers(context.Context, *FindDuplicateCustomersRequest) (*FindDuplicateCustomersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FindDuplicateCustomers not implemented")
+}
+func (UnimplementedCustomerServiceServer) MergeCustomers(context.Context, *MergeCustomersRequest) (*MergeCustomersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MergeCustomers not implemented")
 }
 func (UnimplementedCustomerServiceServer) mustEmbedUnimplementedCustomerServiceServer() {}
 func (UnimplementedCustomerServiceServer) testEmbeddedByValue()                         {}
@@ -258,6 +310,42 @@ func _CustomerService_LookupCustomers_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CustomerService_FindDuplicateCustomers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FindDuplicateCustomersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).FindDuplicateCustomers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_FindDuplicateCustomers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).FindDuplicateCustomers(ctx, req.(*FindDuplicateCustomersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CustomerService_MergeCustomers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MergeCustomersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).MergeCustomers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_MergeCustomers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).MergeCustomers(ctx, req.(*MergeCustomersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CustomerService_ServiceDesc is the grpc.ServiceDesc for CustomerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +372,14 @@ var CustomerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LookupCustomers",
 			Handler:    _CustomerService_LookupCustomers_Handler,
+		},
+		{
+			MethodName: "FindDuplicateCustomers",
+			Handler:    _CustomerService_FindDuplicateCustomers_Handler,
+		},
+		{
+			MethodName: "MergeCustomers",
+			Handler:    _CustomerService_MergeCustomers_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -32,8 +32,10 @@ type CustomerCreated struct {
 	Locale           string                 `protobuf:"bytes,5,opt,name=locale,proto3" json:"locale,omitempty"`
 	TimeZone         string                 `protobuf:"bytes,6,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
 	Tags             []string               `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// ISO 3166-1 alpha-2 of the address, empty if none.
+	CountryCode   string `protobuf:"bytes,8,opt,name=country_code,json=countryCode,proto3" json:"country_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CustomerCreated) Reset() {
@@ -115,6 +117,13 @@ func (x *CustomerCreated) GetTags() []string {
 	return nil
 }
 
+func (x *CustomerCreated) GetCountryCode() string {
+	if x != nil {
+		return x.CountryCode
+	}
+	return ""
+}
+
 // CustomerUpdated is published on rapport.customer.customer.updated.
 type CustomerUpdated struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -127,6 +136,7 @@ type CustomerUpdated struct {
 	Locale        string   `protobuf:"bytes,6,opt,name=locale,proto3" json:"locale,omitempty"`
 	TimeZone      string   `protobuf:"bytes,7,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
 	Tags          []string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty"`
+	CountryCode   string   `protobuf:"bytes,9,opt,name=country_code,json=countryCode,proto3" json:"country_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,11 +227,109 @@ func (x *CustomerUpdated) GetTags() []string {
 	return nil
 }
 
+func (x *CustomerUpdated) GetCountryCode() string {
+	if x != nil {
+		return x.CountryCode
+	}
+	return ""
+}
+
+// CustomerMerged is published on rapport.customer.customer.merged when
+// source customers were merged into a primary. Services holding data by
+// customer id re-point the sources' data to the primary.
+type CustomerMerged struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The customer that stays (the aggregate).
+	PrimaryCustomerId string `protobuf:"bytes,2,opt,name=primary_customer_id,json=primaryCustomerId,proto3" json:"primary_customer_id,omitempty"`
+	// The customers merged into it; each now has merged_into = primary.
+	SourceCustomerIds []string               `protobuf:"bytes,3,rep,name=source_customer_ids,json=sourceCustomerIds,proto3" json:"source_customer_ids,omitempty"`
+	OccurredAt        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// The primary's version after the merge.
+	AggregateVersion int64 `protobuf:"varint,5,opt,name=aggregate_version,json=aggregateVersion,proto3" json:"aggregate_version,omitempty"`
+	// The primary's fields the merge filled or changed, e.g. "email", "tags".
+	ChangedFields []string `protobuf:"bytes,6,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CustomerMerged) Reset() {
+	*x = CustomerMerged{}
+	mi := &file_rapport_customer_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CustomerMerged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CustomerMerged) ProtoMessage() {}
+
+func (x *CustomerMerged) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_customer_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CustomerMerged.ProtoReflect.Descriptor instead.
+func (*CustomerMerged) Descriptor() ([]byte, []int) {
+	return file_rapport_customer_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CustomerMerged) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CustomerMerged) GetPrimaryCustomerId() string {
+	if x != nil {
+		return x.PrimaryCustomerId
+	}
+	return ""
+}
+
+func (x *CustomerMerged) GetSourceCustomerIds() []string {
+	if x != nil {
+		return x.SourceCustomerIds
+	}
+	return nil
+}
+
+func (x *CustomerMerged) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *CustomerMerged) GetAggregateVersion() int64 {
+	if x != nil {
+		return x.AggregateVersion
+	}
+	return 0
+}
+
+func (x *CustomerMerged) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
 var File_rapport_customer_v1_events_proto protoreflect.FileDescriptor
 
 const file_rapport_customer_v1_events_proto_rawDesc = "" +
 	"\n" +
-	" rapport/customer/v1/events.proto\x12\x13rapport.customer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
+	" rapport/customer/v1/events.proto\x12\x13rapport.customer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n" +
 	"\x0fCustomerCreated\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -231,7 +339,8 @@ const file_rapport_customer_v1_events_proto_rawDesc = "" +
 	"occurredAt\x12\x16\n" +
 	"\x06locale\x18\x05 \x01(\tR\x06locale\x12\x1b\n" +
 	"\ttime_zone\x18\x06 \x01(\tR\btimeZone\x12\x12\n" +
-	"\x04tags\x18\a \x03(\tR\x04tags\"\xa9\x02\n" +
+	"\x04tags\x18\a \x03(\tR\x04tags\x12!\n" +
+	"\fcountry_code\x18\b \x01(\tR\vcountryCode\"\xcc\x02\n" +
 	"\x0fCustomerUpdated\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -242,7 +351,16 @@ const file_rapport_customer_v1_events_proto_rawDesc = "" +
 	"\x0echanged_fields\x18\x05 \x03(\tR\rchangedFields\x12\x16\n" +
 	"\x06locale\x18\x06 \x01(\tR\x06locale\x12\x1b\n" +
 	"\ttime_zone\x18\a \x01(\tR\btimeZone\x12\x12\n" +
-	"\x04tags\x18\b \x03(\tR\x04tagsB\xd9\x01\n" +
+	"\x04tags\x18\b \x03(\tR\x04tags\x12!\n" +
+	"\fcountry_code\x18\t \x01(\tR\vcountryCode\"\x9e\x02\n" +
+	"\x0eCustomerMerged\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12.\n" +
+	"\x13primary_customer_id\x18\x02 \x01(\tR\x11primaryCustomerId\x12.\n" +
+	"\x13source_customer_ids\x18\x03 \x03(\tR\x11sourceCustomerIds\x12;\n" +
+	"\voccurred_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12+\n" +
+	"\x11aggregate_version\x18\x05 \x01(\x03R\x10aggregateVersion\x12%\n" +
+	"\x0echanged_fields\x18\x06 \x03(\tR\rchangedFieldsB\xd9\x01\n" +
 	"\x17com.rapport.customer.v1B\vEventsProtoP\x01ZCgithub.com/rapporthq/rapport/pkg/gen/rapport/customer/v1;customerv1\xa2\x02\x03RCX\xaa\x02\x13Rapport.Customer.V1\xca\x02\x13Rapport\\Customer\\V1\xe2\x02\x1fRapport\\Customer\\V1\\GPBMetadata\xea\x02\x15Rapport::Customer::V1b\x06proto3"
 
 var (
@@ -257,20 +375,22 @@ func file_rapport_customer_v1_events_proto_rawDescGZIP() []byte {
 	return file_rapport_customer_v1_events_proto_rawDescData
 }
 
-var file_rapport_customer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_rapport_customer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_rapport_customer_v1_events_proto_goTypes = []any{
 	(*CustomerCreated)(nil),       // 0: rapport.customer.v1.CustomerCreated
 	(*CustomerUpdated)(nil),       // 1: rapport.customer.v1.CustomerUpdated
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*CustomerMerged)(nil),        // 2: rapport.customer.v1.CustomerMerged
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_rapport_customer_v1_events_proto_depIdxs = []int32{
-	2, // 0: rapport.customer.v1.CustomerCreated.occurred_at:type_name -> google.protobuf.Timestamp
-	2, // 1: rapport.customer.v1.CustomerUpdated.occurred_at:type_name -> google.protobuf.Timestamp
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 0: rapport.customer.v1.CustomerCreated.occurred_at:type_name -> google.protobuf.Timestamp
+	3, // 1: rapport.customer.v1.CustomerUpdated.occurred_at:type_name -> google.protobuf.Timestamp
+	3, // 2: rapport.customer.v1.CustomerMerged.occurred_at:type_name -> google.protobuf.Timestamp
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_rapport_customer_v1_events_proto_init() }
@@ -284,7 +404,7 @@ func file_rapport_customer_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rapport_customer_v1_events_proto_rawDesc), len(file_rapport_customer_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

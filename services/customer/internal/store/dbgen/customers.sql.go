@@ -14,7 +14,9 @@ import (
 )
 
 const customerCandidatesByEmail = `-- name: CustomerCandidatesByEmail :many
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND email_bidx = $2 ORDER BY id DESC
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time FROM customers
+WHERE tenant_id = $1 AND email_bidx = $2 AND merged_into IS NULL
+ORDER BY id DESC
 `
 
 type CustomerCandidatesByEmailParams struct {
@@ -22,8 +24,9 @@ type CustomerCandidatesByEmailParams struct {
 	Bidx     pgtype.Int4
 }
 
-// Every customer whose email blind index matches: the candidates a lookup
-// decrypts and compares. About R / 2^bits rows besides the true matches.
+// Every live customer whose email blind index matches: the candidates a
+// lookup decrypts and compares. About R / 2^bits rows besides the true
+// matches.
 func (q *Queries) CustomerCandidatesByEmail(ctx context.Context, db DBTX, arg CustomerCandidatesByEmailParams) ([]Customer, error) {
 	rows, err := db.Query(ctx, customerCandidatesByEmail, arg.TenantID, arg.Bidx)
 	if err != nil {
@@ -55,6 +58,7 @@ func (q *Queries) CustomerCandidatesByEmail(ctx context.Context, db DBTX, arg Cu
 			&i.AttributesSealed,
 			&i.MergedInto,
 			&i.MergeTime,
+			&i.EraseTime,
 		); err != nil {
 			return nil, err
 		}
@@ -67,7 +71,9 @@ func (q *Queries) CustomerCandidatesByEmail(ctx context.Context, db DBTX, arg Cu
 }
 
 const customerCandidatesByPhone = `-- name: CustomerCandidatesByPhone :many
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND phone_bidx = $2 ORDER BY id DESC
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time FROM customers
+WHERE tenant_id = $1 AND phone_bidx = $2 AND merged_into IS NULL
+ORDER BY id DESC
 `
 
 type CustomerCandidatesByPhoneParams struct {
@@ -106,6 +112,7 @@ func (q *Queries) CustomerCandidatesByPhone(ctx context.Context, db DBTX, arg Cu
 			&i.AttributesSealed,
 			&i.MergedInto,
 			&i.MergeTime,
+			&i.EraseTime,
 		); err != nil {
 			return nil, err
 		}
@@ -118,7 +125,7 @@ func (q *Queries) CustomerCandidatesByPhone(ctx context.Context, db DBTX, arg Cu
 }
 
 const customerGet = `-- name: CustomerGet :one
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND id = $2
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time FROM customers WHERE tenant_id = $1 AND id = $2
 `
 
 type CustomerGetParams struct {
@@ -151,12 +158,13 @@ func (q *Queries) CustomerGet(ctx context.Context, db DBTX, arg CustomerGetParam
 		&i.AttributesSealed,
 		&i.MergedInto,
 		&i.MergeTime,
+		&i.EraseTime,
 	)
 	return i, err
 }
 
 const customerGetForUpdate = `-- name: CustomerGetForUpdate :one
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE
 `
 
 type CustomerGetForUpdateParams struct {
@@ -189,6 +197,7 @@ func (q *Queries) CustomerGetForUpdate(ctx context.Context, db DBTX, arg Custome
 		&i.AttributesSealed,
 		&i.MergedInto,
 		&i.MergeTime,
+		&i.EraseTime,
 	)
 	return i, err
 }
@@ -196,10 +205,12 @@ func (q *Queries) CustomerGetForUpdate(ctx context.Context, db DBTX, arg Custome
 const customerInsert = `-- name: CustomerInsert :one
 
 INSERT INTO customers (tenant_id, id, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx,
-                       locale, time_zone, tags, create_time, update_time)
+                       locale, time_zone, tags, birthday_sealed, birth_month, birth_day, address_sealed,
+                       country_code, attributes_sealed, create_time, update_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7,
-        $8, $9, $10, $11, $11)
-RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time
+        $8, $9, $10, $11, $12, $13, $14,
+        $15, $16, $17, $17)
+RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time
 `
 
 type CustomerInsertParams struct {
@@ -213,12 +224,19 @@ type CustomerInsertParams struct {
 	Locale            string
 	TimeZone          string
 	Tags              []string
+	BirthdaySealed    []byte
+	BirthMonth        pgtype.Int2
+	BirthDay          pgtype.Int2
+	AddressSealed     []byte
+	CountryCode       string
+	AttributesSealed  []byte
 	Now               time.Time
 }
 
 // Personal fields are stored sealed (*_sealed, AEAD ciphertexts) with blind
 // indexes (*_bidx) for exact lookups; internal/pii makes both. A NULL sealed
-// field is an empty one.
+// field is an empty one. birth_month/birth_day and country_code are the
+// clear parts migration 00005 explains.
 func (q *Queries) CustomerInsert(ctx context.Context, db DBTX, arg CustomerInsertParams) (Customer, error) {
 	row := db.QueryRow(ctx, customerInsert,
 		arg.TenantID,
@@ -231,6 +249,12 @@ func (q *Queries) CustomerInsert(ctx context.Context, db DBTX, arg CustomerInser
 		arg.Locale,
 		arg.TimeZone,
 		arg.Tags,
+		arg.BirthdaySealed,
+		arg.BirthMonth,
+		arg.BirthDay,
+		arg.AddressSealed,
+		arg.CountryCode,
+		arg.AttributesSealed,
 		arg.Now,
 	)
 	var i Customer
@@ -256,13 +280,15 @@ func (q *Queries) CustomerInsert(ctx context.Context, db DBTX, arg CustomerInser
 		&i.AttributesSealed,
 		&i.MergedInto,
 		&i.MergeTime,
+		&i.EraseTime,
 	)
 	return i, err
 }
 
 const customerList = `-- name: CustomerList :many
-SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time FROM customers
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time FROM customers
 WHERE tenant_id = $1
+  AND merged_into IS NULL
   AND ($2::uuid IS NULL OR id < $2::uuid)
   AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
 ORDER BY id DESC
@@ -276,7 +302,8 @@ type CustomerListParams struct {
 	RowLimit int32
 }
 
-// Newest first, keyset-paged on id: rows after the cursor, optionally with a tag.
+// Newest first, keyset-paged on id: rows after the cursor, optionally with a
+// tag. Merged customers are left out (their data lives in the primary).
 func (q *Queries) CustomerList(ctx context.Context, db DBTX, arg CustomerListParams) ([]Customer, error) {
 	rows, err := db.Query(ctx, customerList,
 		arg.TenantID,
@@ -313,6 +340,7 @@ func (q *Queries) CustomerList(ctx context.Context, db DBTX, arg CustomerListPar
 			&i.AttributesSealed,
 			&i.MergedInto,
 			&i.MergeTime,
+			&i.EraseTime,
 		); err != nil {
 			return nil, err
 		}
@@ -324,13 +352,189 @@ func (q *Queries) CustomerList(ctx context.Context, db DBTX, arg CustomerListPar
 	return items, nil
 }
 
+const customerListByExternalRef = `-- name: CustomerListByExternalRef :many
+SELECT c.tenant_id, c.id, c.locale, c.time_zone, c.tags, c.version, c.create_time, c.update_time, c.display_name_sealed, c.email_sealed, c.phone_sealed, c.email_bidx, c.phone_bidx, c.birthday_sealed, c.birth_month, c.birth_day, c.address_sealed, c.country_code, c.attributes_sealed, c.merged_into, c.merge_time, c.erase_time FROM customers c
+JOIN customer_external_refs r ON r.tenant_id = c.tenant_id AND r.customer_id = c.id
+WHERE r.tenant_id = $1 AND r.system = $2 AND r.ref = $3 AND c.merged_into IS NULL
+ORDER BY c.id DESC
+LIMIT $4
+`
+
+type CustomerListByExternalRefParams struct {
+	TenantID uuid.UUID
+	System   string
+	Ref      string
+	RowLimit int32
+}
+
+// The live customers with this ref in this system, newest first. Refs are
+// stored in clear, so this is exact: no candidates to compare.
+func (q *Queries) CustomerListByExternalRef(ctx context.Context, db DBTX, arg CustomerListByExternalRefParams) ([]Customer, error) {
+	rows, err := db.Query(ctx, customerListByExternalRef,
+		arg.TenantID,
+		arg.System,
+		arg.Ref,
+		arg.RowLimit,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Customer
+	for rows.Next() {
+		var i Customer
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.ID,
+			&i.Locale,
+			&i.TimeZone,
+			&i.Tags,
+			&i.Version,
+			&i.CreateTime,
+			&i.UpdateTime,
+			&i.DisplayNameSealed,
+			&i.EmailSealed,
+			&i.PhoneSealed,
+			&i.EmailBidx,
+			&i.PhoneBidx,
+			&i.BirthdaySealed,
+			&i.BirthMonth,
+			&i.BirthDay,
+			&i.AddressSealed,
+			&i.CountryCode,
+			&i.AttributesSealed,
+			&i.MergedInto,
+			&i.MergeTime,
+			&i.EraseTime,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const customerLockMany = `-- name: CustomerLockMany :many
+SELECT tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time FROM customers
+WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+ORDER BY id
+FOR NO KEY UPDATE
+`
+
+type CustomerLockManyParams struct {
+	TenantID uuid.UUID
+	Ids      []uuid.UUID
+}
+
+// Locks the customers of a merge in id order, so two merges of overlapping
+// sets queue instead of deadlocking. FOR NO KEY UPDATE, not FOR UPDATE:
+// inserts referencing a customer (a purchase, a segment) take KEY SHARE on
+// it and must not wait for the merge while holding locks the merge needs
+// next. Under READ COMMITTED a row another merge changed meanwhile comes
+// back as that merge left it (merged_into set), which refuses the chain.
+func (q *Queries) CustomerLockMany(ctx context.Context, db DBTX, arg CustomerLockManyParams) ([]Customer, error) {
+	rows, err := db.Query(ctx, customerLockMany, arg.TenantID, arg.Ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Customer
+	for rows.Next() {
+		var i Customer
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.ID,
+			&i.Locale,
+			&i.TimeZone,
+			&i.Tags,
+			&i.Version,
+			&i.CreateTime,
+			&i.UpdateTime,
+			&i.DisplayNameSealed,
+			&i.EmailSealed,
+			&i.PhoneSealed,
+			&i.EmailBidx,
+			&i.PhoneBidx,
+			&i.BirthdaySealed,
+			&i.BirthMonth,
+			&i.BirthDay,
+			&i.AddressSealed,
+			&i.CountryCode,
+			&i.AttributesSealed,
+			&i.MergedInto,
+			&i.MergeTime,
+			&i.EraseTime,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const customerMarkMerged = `-- name: CustomerMarkMerged :execrows
+UPDATE customers
+SET merged_into = $1::uuid, merge_time = $2, version = version + 1, update_time = $2
+WHERE tenant_id = $3 AND id = ANY($4::uuid[]) AND merged_into IS NULL
+`
+
+type CustomerMarkMergedParams struct {
+	PrimaryID uuid.UUID
+	Now       pgtype.Timestamptz
+	TenantID  uuid.UUID
+	SourceIds []uuid.UUID
+}
+
+func (q *Queries) CustomerMarkMerged(ctx context.Context, db DBTX, arg CustomerMarkMergedParams) (int64, error) {
+	result, err := db.Exec(ctx, customerMarkMerged,
+		arg.PrimaryID,
+		arg.Now,
+		arg.TenantID,
+		arg.SourceIds,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const customerRepointMerged = `-- name: CustomerRepointMerged :execrows
+UPDATE customers
+SET merged_into = $1::uuid
+WHERE tenant_id = $2 AND merged_into = ANY($3::uuid[])
+`
+
+type CustomerRepointMergedParams struct {
+	PrimaryID uuid.UUID
+	TenantID  uuid.UUID
+	SourceIds []uuid.UUID
+}
+
+// Customers merged earlier into one of the sources now point at the
+// primary: a pointer always names a live customer, never a merged one.
+func (q *Queries) CustomerRepointMerged(ctx context.Context, db DBTX, arg CustomerRepointMergedParams) (int64, error) {
+	result, err := db.Exec(ctx, customerRepointMerged, arg.PrimaryID, arg.TenantID, arg.SourceIds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const customerUpdate = `-- name: CustomerUpdate :one
 UPDATE customers
 SET display_name_sealed = $1, email_sealed = $2, phone_sealed = $3,
     email_bidx = $4, phone_bidx = $5, locale = $6,
-    time_zone = $7, tags = $8, version = version + 1, update_time = $9
-WHERE tenant_id = $10 AND id = $11 AND version = $12
-RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time
+    time_zone = $7, tags = $8, birthday_sealed = $9, birth_month = $10,
+    birth_day = $11, address_sealed = $12, country_code = $13,
+    attributes_sealed = $14, version = version + 1, update_time = $15
+WHERE tenant_id = $16 AND id = $17 AND version = $18
+RETURNING tenant_id, id, locale, time_zone, tags, version, create_time, update_time, display_name_sealed, email_sealed, phone_sealed, email_bidx, phone_bidx, birthday_sealed, birth_month, birth_day, address_sealed, country_code, attributes_sealed, merged_into, merge_time, erase_time
 `
 
 type CustomerUpdateParams struct {
@@ -342,6 +546,12 @@ type CustomerUpdateParams struct {
 	Locale            string
 	TimeZone          string
 	Tags              []string
+	BirthdaySealed    []byte
+	BirthMonth        pgtype.Int2
+	BirthDay          pgtype.Int2
+	AddressSealed     []byte
+	CountryCode       string
+	AttributesSealed  []byte
 	Now               time.Time
 	TenantID          uuid.UUID
 	ID                uuid.UUID
@@ -358,6 +568,12 @@ func (q *Queries) CustomerUpdate(ctx context.Context, db DBTX, arg CustomerUpdat
 		arg.Locale,
 		arg.TimeZone,
 		arg.Tags,
+		arg.BirthdaySealed,
+		arg.BirthMonth,
+		arg.BirthDay,
+		arg.AddressSealed,
+		arg.CountryCode,
+		arg.AttributesSealed,
 		arg.Now,
 		arg.TenantID,
 		arg.ID,
@@ -386,6 +602,7 @@ func (q *Queries) CustomerUpdate(ctx context.Context, db DBTX, arg CustomerUpdat
 		&i.AttributesSealed,
 		&i.MergedInto,
 		&i.MergeTime,
+		&i.EraseTime,
 	)
 	return i, err
 }
