@@ -1,0 +1,392 @@
+package care
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/rapporthq/rapport/pkg/authn"
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/services/customer/internal/care/store"
+	"github.com/rapporthq/rapport/services/customer/internal/pii"
+)
+
+func (a *careAPI) CreateCarePlan(ctx context.Context, req *customerv1.CreateCarePlanRequest) (*customerv1.CarePlan, error) {
+	tenant, subject, err := authn.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	customerID, err := parseID("customer_id", req.GetCustomerId())
+	if err != nil {
+		return nil, err
+	}
+	now := a.s.now().UTC()
+	in := req.GetCarePlan()
+	if strings.TrimSpace(in.GetTitle()) == "" {
+		return nil, toStatus(&fieldError{field: "care_plan.title", reason: "must not be blank"})
+	}
+	for i, t := range in.GetTasks() {
+		if strings.TrimSpace(t.GetTitle()) == "" {
+			return nil, toStatus(&fieldError{field: fmt.Sprintf("care_plan.tasks[%d].title", i), reason: "must not be blank"})
+		}
+	}
+	key := idem.Key{TenantID: tenant.String(), Principal: subject,
+		Method: customerv1.CareService_CreateCarePlan_FullMethodName, RequestID: req.GetRequestId()}
+	return sealedIdempotent(ctx, a.s, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.CarePlan, uuid.UUID, error) {
+		ok, err := a.s.store.CustomerExists(ctx, tx, tenant, customerID)
+		if err != nil {
+			return nil, uuid.Nil, err
+		}
+		if !ok {
+			return nil, uuid.Nil, toStatus(errCustomerNotFound)
+		}
+		k, err := a.s.sealer.CustomerKey(ctx, tx, tenant, customerID)
+		if errors.Is(err, pii.ErrKeyDestroyed) {
+			// Erased: nothing new may be written about them.
+			return nil, uuid.Nil, toStatus(errCustomerNotFound)
+		}
+		if err != nil {
+			return nil, uuid.Nil, err
+		}
+		p, err := newPlan(k, tenant, customerID, subject, in, now)
+		if err != nil {
+			return nil, uuid.Nil, err
+		}
+		if err := a.s.store.InsertPlan(ctx, tx, p); err != nil {
+			return nil, uuid.Nil, err
+		}
+		return planToProto(p, k), customerID, nil
+	})
+}
+
+// newPlan builds a plan with its texts sealed for the customer.
+func newPlan(k *pii.CustomerKey, tenant, customerID uuid.UUID, by string, in *customerv1.CarePlan, now time.Time) (store.Plan, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return store.Plan{}, fmt.Errorf("new care plan id: %w", err)
+	}
+	title, err := k.Seal(colPlanTitle, []byte(in.GetTitle()))
+	if err != nil {
+		return store.Plan{}, err
+	}
+	p := store.Plan{TenantID: tenant, ID: id, CustomerID: customerID, TitleSealed: title, CreatedBy: by, CreateTime: now}
+	for i, t := range in.GetTasks() {
+		tid, err := uuid.NewV7()
+		if err != nil {
+			return store.Plan{}, fmt.Errorf("new care task id: %w", err)
+		}
+		tt, err := k.Seal(colTaskTitle, []byte(t.GetTitle()))
+		if err != nil {
+			return store.Plan{}, err
+		}
+		p.Tasks = append(p.Tasks, store.Task{
+			ID: tid, PlanID: id, CustomerID: customerID, Position: int32(i + 1), //nolint:gosec // at most 50
+			TitleSealed: tt, Assignee: t.GetAssignee(), DueTime: t.GetDueTime().AsTime().UTC(), Status: store.StatusOpen,
+		})
+	}
+	return p, nil
+}
+
+func (a *careAPI) GetCarePlan(ctx context.Context, req *customerv1.GetCarePlanRequest) (*customerv1.CarePlan, error) {
+	tenant, _, err := authn.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	customerID, err := parseID("customer_id", req.GetCustomerId())
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.s.store.Plan(ctx, a.s.pool, tenant, customerID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, toStatus(errPlanNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys, err := a.s.keys(ctx, tenant, []uuid.UUID{customerID})
+	if err != nil {
+		return nil, err
+	}
+	return planToProto(p, keys[customerID]), nil
+}
+
+func (a *careAPI) ListCarePlans(ctx context.Context, req *customerv1.ListCarePlansRequest) (*customerv1.ListCarePlansResponse, error) {
+	tenant, _, err := authn.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	customerID, err := parseID("customer_id", req.GetCustomerId())
+	if err != nil {
+		return nil, err
+	}
+	size := grpcx.PageSize(req.GetPageSize())
+	filter := "care-plans:" + customerID.String()
+	var before store.Cursor
+	if tok := req.GetPageToken(); tok != "" {
+		if before, err = decodePageToken(tok, filter); err != nil {
+			return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
+		}
+	}
+	ok, err := a.s.store.CustomerExists(ctx, a.s.pool, tenant, customerID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, toStatus(errCustomerNotFound)
+	}
+	rows, err := a.s.store.Plans(ctx, a.s.pool, tenant, customerID, before, size+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &customerv1.ListCarePlansResponse{}
+	if len(rows) > size {
+		rows = rows[:size]
+		last := rows[len(rows)-1]
+		resp.NextPageToken = encodePageToken(filter, store.Cursor{Time: last.CreateTime, ID: last.ID})
+	}
+	keys, err := a.s.keys(ctx, tenant, []uuid.UUID{customerID})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range rows {
+		resp.CarePlans = append(resp.CarePlans, planToProto(p, keys[customerID]))
+	}
+	return resp, nil
+}
+
+func (a *careAPI) CompleteCareTask(ctx context.Context, req *customerv1.CompleteCareTaskRequest) (*customerv1.CareTask, error) {
+	tenant, subject, err := authn.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	now := a.s.now().UTC()
+	key := idem.Key{TenantID: tenant.String(), Principal: subject,
+		Method: customerv1.CareService_CompleteCareTask_FullMethodName, RequestID: req.GetRequestId()}
+	return sealedIdempotent(ctx, a.s, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.CareTask, uuid.UUID, error) {
+		t, err := a.s.store.LockTask(ctx, tx, tenant, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, uuid.Nil, toStatus(errTaskNotFound)
+		}
+		if err != nil {
+			return nil, uuid.Nil, err
+		}
+		if t.Status == store.StatusDone {
+			return nil, uuid.Nil, toStatus(errTaskDone)
+		}
+		k, err := a.s.sealer.CustomerKey(ctx, tx, tenant, t.CustomerID)
+		if errors.Is(err, pii.ErrKeyDestroyed) {
+			return nil, uuid.Nil, toStatus(errTaskNotFound)
+		}
+		if err != nil {
+			return nil, uuid.Nil, err
+		}
+		var note []byte
+		if n := req.GetOutcomeNote(); n != "" {
+			if note, err = k.Seal(colOutcomeNote, []byte(n)); err != nil {
+				return nil, uuid.Nil, err
+			}
+		}
+		done, err := a.s.store.CompleteTask(ctx, tx, tenant, id, subject, now, note)
+		if err != nil {
+			return nil, uuid.Nil, err
+		}
+		return taskToProto(done, k), t.CustomerID, nil
+	})
+}
+
+func (a *careAPI) ListCareTasks(ctx context.Context, req *customerv1.ListCareTasksRequest) (*customerv1.ListCareTasksResponse, error) {
+	tenant, _, err := authn.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := store.TaskFilter{Assignee: req.GetAssignee()}
+	switch req.GetStatus() {
+	case customerv1.CareTaskStatus_CARE_TASK_STATUS_UNSPECIFIED:
+	case customerv1.CareTaskStatus_CARE_TASK_STATUS_OPEN:
+		f.Status = store.StatusOpen
+	case customerv1.CareTaskStatus_CARE_TASK_STATUS_DONE:
+		f.Status = store.StatusDone
+	default:
+		return nil, toStatus(&fieldError{field: "status", reason: "must be a task status"})
+	}
+	if db := req.GetDueBefore(); db != nil {
+		if err := db.CheckValid(); err != nil {
+			return nil, toStatus(&fieldError{field: "due_before", reason: "must be a valid time"})
+		}
+		f.DueBefore = db.AsTime().UTC()
+	}
+	size := grpcx.PageSize(req.GetPageSize())
+	filter := fmt.Sprintf("care-tasks:%s:%s:%d", f.Assignee, f.Status, f.DueBefore.UnixMicro())
+	var after store.Cursor
+	if tok := req.GetPageToken(); tok != "" {
+		if after, err = decodePageToken(tok, filter); err != nil {
+			return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
+		}
+	}
+	rows, err := a.s.store.Tasks(ctx, a.s.pool, tenant, f, after, size+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &customerv1.ListCareTasksResponse{}
+	if len(rows) > size {
+		rows = rows[:size]
+		last := rows[len(rows)-1]
+		resp.NextPageToken = encodePageToken(filter, store.Cursor{Time: last.DueTime, ID: last.ID})
+	}
+	ids := make([]uuid.UUID, 0, len(rows))
+	for _, t := range rows {
+		ids = append(ids, t.CustomerID)
+	}
+	keys, err := a.s.keys(ctx, tenant, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range rows {
+		resp.CareTasks = append(resp.CareTasks, taskToProto(t, keys[t.CustomerID]))
+	}
+	return resp, nil
+}
+
+// keys returns the data keys of customers, in one query; an erased
+// customer has none (their texts read as empty).
+func (s *Server) keys(ctx context.Context, tenant uuid.UUID, customers []uuid.UUID) (map[uuid.UUID]*pii.CustomerKey, error) {
+	keys, err := s.sealer.CustomerKeys(ctx, s.pool, tenant, customers)
+	if errors.Is(err, pii.ErrNoTenantKeys) {
+		return map[uuid.UUID]*pii.CustomerKey{}, nil
+	}
+	return keys, err
+}
+
+// open opens a sealed text; without the key (erased) or a value it is "".
+func open(k *pii.CustomerKey, col pii.Column, sealed []byte) string {
+	if k == nil || len(sealed) == 0 {
+		return ""
+	}
+	b, err := k.Open(col, sealed)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func planToProto(p store.Plan, k *pii.CustomerKey) *customerv1.CarePlan {
+	out := &customerv1.CarePlan{
+		Id: p.ID.String(), CustomerId: p.CustomerID.String(), Title: open(k, colPlanTitle, p.TitleSealed),
+		CreatedBy: p.CreatedBy, CreateTime: timestamppb.New(p.CreateTime),
+	}
+	for _, t := range p.Tasks {
+		out.Tasks = append(out.Tasks, taskToProto(t, k))
+	}
+	return out
+}
+
+func taskToProto(t store.Task, k *pii.CustomerKey) *customerv1.CareTask {
+	out := &customerv1.CareTask{
+		Id: t.ID.String(), PlanId: t.PlanID.String(), CustomerId: t.CustomerID.String(),
+		Title: open(k, colTaskTitle, t.TitleSealed), Assignee: t.Assignee, DueTime: timestamppb.New(t.DueTime),
+		Status: customerv1.CareTaskStatus_CARE_TASK_STATUS_OPEN, CompletedBy: t.CompletedBy,
+		OutcomeNote: open(k, colOutcomeNote, t.OutcomeNoteSealed),
+	}
+	if t.Status == store.StatusDone {
+		out.Status = customerv1.CareTaskStatus_CARE_TASK_STATUS_DONE
+		out.CompleteTime = timestamppb.New(t.CompleteTime)
+	}
+	return out
+}
+
+// sealedIdempotent is idem.Do for requests and responses holding personal
+// text: what idem stores is a keyed fingerprint of req (not its hash, which
+// could be checked against guesses) and the response sealed for the
+// customer it is about (so erasing them shreds it). fn returns the response
+// and that customer.
+func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uuid.UUID, key idem.Key, req proto.Message,
+	fn func(ctx context.Context, tx pgx.Tx) (R, uuid.UUID, error),
+) (R, error) {
+	var zero R
+	// The tenant's keys, created on first use outside the transaction (see
+	// pii.Sealer.Tenant).
+	keys, err := s.sealer.Tenant(ctx, s.pool, tenant)
+	if err != nil {
+		return zero, err
+	}
+	var fingerprint proto.Message = &wrapperspb.BytesValue{}
+	if key.RequestID != "" {
+		m := proto.Clone(req)
+		if fd := m.ProtoReflect().Descriptor().Fields().ByName("request_id"); fd != nil {
+			m.ProtoReflect().Clear(fd)
+		}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			return zero, fmt.Errorf("request fingerprint: %w", err)
+		}
+		fp, err := keys.Fingerprint("care-idempotent-request", b)
+		if err != nil {
+			return zero, fmt.Errorf("request fingerprint: %w", err)
+		}
+		fingerprint = wrapperspb.Bytes(fp)
+	}
+	var (
+		fresh   R
+		isFresh bool
+	)
+	stored, err := idem.Do(ctx, s.pool, key, fingerprint, func(ctx context.Context, tx pgx.Tx) (*wrapperspb.BytesValue, error) {
+		resp, customerID, err := fn(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		fresh, isFresh = resp, true
+		if key.RequestID == "" {
+			return &wrapperspb.BytesValue{}, nil // nothing is stored
+		}
+		b, err := proto.Marshal(resp)
+		if err != nil {
+			return nil, fmt.Errorf("seal response: %w", err)
+		}
+		ct, err := s.sealer.Seal(ctx, tx, tenant, customerID, pii.StoredResponse, b)
+		if err != nil {
+			return nil, fmt.Errorf("seal response: %w", err)
+		}
+		return wrapperspb.Bytes(append(customerID[:], ct...)), nil
+	})
+	if err != nil {
+		return zero, err
+	}
+	if isFresh {
+		return fresh, nil
+	}
+	v := stored.GetValue()
+	if len(v) < len(uuid.UUID{}) {
+		return zero, errors.New("stored response is not sealed")
+	}
+	customerID, _ := uuid.FromBytes(v[:len(uuid.UUID{})])
+	b, err := s.sealer.Open(ctx, s.pool, tenant, customerID, pii.StoredResponse, v[len(uuid.UUID{}):])
+	if errors.Is(err, pii.ErrKeyDestroyed) {
+		return zero, grpcx.NotFound("customer")
+	}
+	if err != nil {
+		return zero, fmt.Errorf("open stored response: %w", err)
+	}
+	out := zero.ProtoReflect().New().Interface().(R)
+	if err := proto.Unmarshal(b, out); err != nil {
+		return zero, fmt.Errorf("decode stored response: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,47 @@
+-- name: CareOccasionsOfCustomer :many
+SELECT * FROM care_occasions WHERE tenant_id = @tenant_id AND customer_id = @customer_id
+ORDER BY occasion_date, id;
+
+-- name: CarePlansOfCustomer :many
+SELECT * FROM care_plans WHERE tenant_id = @tenant_id AND customer_id = @customer_id
+ORDER BY create_time, id;
+
+-- name: CareTasksOfCustomer :many
+SELECT * FROM care_tasks WHERE tenant_id = @tenant_id AND customer_id = @customer_id
+ORDER BY plan_id, position;
+
+-- CareOccasionsMerge moves the sources' occasions to the primary, except
+-- those the primary already has (its own birthday of that year stays the
+-- one that fired); those are deleted with the sources' others.
+-- name: CareOccasionsMerge :execrows
+UPDATE care_occasions o SET customer_id = @primary_id
+WHERE o.tenant_id = @tenant_id AND o.customer_id = ANY(@source_ids::uuid[])
+  AND NOT EXISTS (
+      SELECT 1 FROM care_occasions p
+      WHERE p.tenant_id = o.tenant_id AND p.customer_id = @primary_id AND p.kind = o.kind AND p.occasion_key = o.occasion_key)
+  AND o.id = (
+      -- one per key when two sources share it
+      SELECT min(s.id::text)::uuid FROM care_occasions s
+      WHERE s.tenant_id = o.tenant_id AND s.customer_id = ANY(@source_ids::uuid[])
+        AND s.kind = o.kind AND s.occasion_key = o.occasion_key);
+
+-- name: CareOccasionsDeleteOfCustomers :execrows
+DELETE FROM care_occasions WHERE tenant_id = @tenant_id AND customer_id = ANY(@customer_ids::uuid[]);
+
+-- name: CareTicketResolutionsMerge :execrows
+UPDATE care_ticket_resolutions SET customer_id = @primary_id
+WHERE tenant_id = @tenant_id AND customer_id = ANY(@source_ids::uuid[]);
+
+-- name: CareTicketResolutionsDeleteOfCustomer :exec
+DELETE FROM care_ticket_resolutions WHERE tenant_id = @tenant_id AND customer_id = @customer_id;
+
+-- name: CarePlansDeleteOfCustomer :execrows
+DELETE FROM care_plans WHERE tenant_id = @tenant_id AND customer_id = @customer_id;
+
+-- name: CareTaskResealMove :exec
+UPDATE care_tasks SET customer_id = @primary_id, title_sealed = @title_sealed, outcome_note_sealed = @outcome_note_sealed
+WHERE tenant_id = @tenant_id AND id = @id;
+
+-- name: CarePlanResealMove :exec
+UPDATE care_plans SET customer_id = @primary_id, title_sealed = @title_sealed
+WHERE tenant_id = @tenant_id AND id = @id;
