@@ -58,6 +58,15 @@ type ServerConfig struct {
 	DefaultTimeout time.Duration
 	// MaxRecvMsgSize bounds a request; 0 means 4 MiB.
 	MaxRecvMsgSize int
+	// OnAuthFailure, when set, hears of every call that authentication
+	// refused (UNAUTHENTICATED) or authorization refused
+	// (PERMISSION_DENIED), before the refusal is returned: the audit log of
+	// auth failures. ctx carries the request id (RequestID) and, for an
+	// authorization refusal, the authenticated principal; err is the
+	// refusal. It runs on the call's goroutine, so it must not block: hand
+	// the record to a buffer. Other failures (UNAVAILABLE while keys cannot
+	// be read, a cancelled call) are not auth failures and are not reported.
+	OnAuthFailure func(ctx context.Context, fullMethod string, err error)
 }
 
 // Server is a gRPC server with its health service.
@@ -135,6 +144,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		authorize = func(context.Context, string) error {
 			return status.Error(codes.PermissionDenied, "permission denied")
 		}
+	}
+	if hook := cfg.OnAuthFailure; hook != nil {
+		authFunc, authorize = reportAuthFailures(authFunc, authorize, hook)
 	}
 	rateLimit := cfg.RateLimit
 	if rateLimit == nil {
@@ -265,6 +277,32 @@ func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grp
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
 	return h(WithRequestID(ctx, id), req)
+}
+
+// reportAuthFailures wraps authentication and authorization so that their
+// refusals reach hook.
+func reportAuthFailures(authFunc auth.AuthFunc, authorize func(context.Context, string) error,
+	hook func(context.Context, string, error),
+) (auth.AuthFunc, func(context.Context, string) error) {
+	report := func(ctx context.Context, method string, err error, want codes.Code) {
+		if status.Code(err) == want {
+			hook(ctx, method, err)
+		}
+	}
+	return func(ctx context.Context) (context.Context, error) {
+			out, err := authFunc(ctx)
+			if err != nil {
+				method, _ := grpc.Method(ctx)
+				report(ctx, method, err, codes.Unauthenticated)
+			}
+			return out, err
+		}, func(ctx context.Context, method string) error {
+			err := authorize(ctx, method)
+			if err != nil {
+				report(ctx, method, err, codes.PermissionDenied)
+			}
+			return err
+		}
 }
 
 func authorizeUnary(authorize func(context.Context, string) error) grpc.UnaryServerInterceptor {

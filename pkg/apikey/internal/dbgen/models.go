@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type APIKey struct {
@@ -21,4 +22,16 @@ type APIKey struct {
 	RevokeTime   *time.Time
 	LastUsedTime *time.Time
 	CreatedBy    string
+}
+
+type AuthFailure struct {
+	ID         uuid.UUID
+	OccurTime  time.Time
+	Method     string
+	Code       string
+	RequestID  string
+	Credential string
+	ApiKeyID   uuid.NullUUID
+	TenantID   uuid.NullUUID
+	Subject    pgtype.Text
 }
