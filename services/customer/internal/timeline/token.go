@@ -14,9 +14,9 @@ import (
 )
 
 // Page tokens are opaque to clients: a version byte, a fingerprint of the
-// list's filter (so a token used with another customer or other kinds is refused
-// rather than paging wrongly), and the keyset position of the page's last
-// row (time in microseconds, the precision stored, and id).
+// list's filter (so a token used with another customer or other kinds is
+// refused rather than paging wrongly), and the keyset position of the page's
+// last row (time in microseconds, the precision stored, and id).
 const (
 	tokenVersion = 1
 	tokenLen     = 1 + 8 + 8 + 16
