@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/services/customer/internal/care"
 )
 
 func birthdaysOn(tb testing.TB, b *testBundle) {
@@ -344,4 +345,44 @@ func TestCareDueExactlyOnce(t *testing.T) {
 	require.Equal(t, total, events, "care.due events")
 	require.Equal(t, rows, b.count(t, `SELECT count(*) FROM care_occasions o
 		WHERE EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.id::text)`), "each occasion has its event")
+}
+
+// TestRoundsRacingOnOneTenant: the per-tenant claim normally keeps two
+// replicas off one tenant; this takes it away and runs two rounds of the
+// same tenant at the same instant in concurrent transactions. The unique
+// key is then what decides: every occasion is recorded by exactly one of
+// them, with exactly one event, and neither fails.
+func TestRoundsRacingOnOneTenant(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.settings(t, &customerv1.CareSettings{BirthdayEnabled: true, DueHour: 9}, "birthday_enabled", "due_hour")
+	_, err := b.client.CreateHoliday(b.as(), &customerv1.CreateHolidayRequest{
+		Holiday: &customerv1.Holiday{Name: "Summer", Date: "2026-06-10"}})
+	require.NoError(t, err)
+	const n = 200
+	b.newCustomers(t, n, customerOpts{zone: "UTC", birth: [2]int{6, 10}})
+	now := utc("2026-06-10T12:00:00Z")
+	for round := range 5 {
+		replicas := []*care.Server{b.newServer(), b.newServer()}
+		got := make([]int, len(replicas))
+		var wg sync.WaitGroup
+		for i, r := range replicas {
+			wg.Go(func() {
+				tx, err := b.pool.Begin(context.Background())
+				require.NoError(t, err)
+				defer func() { _ = tx.Rollback(context.Background()) }()
+				got[i], err = r.Round(context.Background(), tx, b.tenant, now.Add(time.Duration(round)*time.Minute))
+				require.NoError(t, err)
+				require.NoError(t, tx.Commit(context.Background()))
+			})
+		}
+		wg.Wait()
+		if round == 0 {
+			require.Equal(t, 2*n, got[0]+got[1], "the two rounds share the occasions")
+		} else {
+			require.Equal(t, []int{0, 0}, got, "later rounds find everything recorded")
+		}
+	}
+	require.Equal(t, 2*n, b.count(t, `SELECT count(*) FROM care_occasions WHERE tenant_id = $1`, b.tenant))
+	require.Len(t, b.dueEvents(t, b.tenant), 2*n)
 }
