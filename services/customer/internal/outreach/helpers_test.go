@@ -429,3 +429,12 @@ func (h *webhookServer) requests() []webhookRequest {
 	defer h.mu.Unlock()
 	return append([]webhookRequest(nil), h.reqs...)
 }
+
+// touches counts the governor's recorded touches of a customer.
+func (b *testBundle) touches(t testing.TB, customer uuid.UUID) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM contact_touches WHERE tenant_id = $1 AND customer_id = $2`, b.tenant, customer).Scan(&n))
+	return n
+}

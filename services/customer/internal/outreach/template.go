@@ -33,6 +33,14 @@ const maxRendered = 512 << 10
 // text parses. field prefixes the field paths (the request's field holding
 // the template).
 func checkTemplate(t store.Template, field string) error {
+	switch {
+	case t.Key == "":
+		return &FieldError{Field: field + ".key", Reason: "is required"}
+	case len(t.Variants) == 0:
+		return &FieldError{Field: field + ".variants", Reason: "must hold at least one variant"}
+	case t.DefaultLocale == "":
+		return &FieldError{Field: field + ".default_locale", Reason: "is required"}
+	}
 	if !slices.Contains(templatable, consent.Channel(t.Channel)) {
 		return &FieldError{Field: field + ".channel", Reason: "must be EMAIL, SMS or MESSAGING"}
 	}
@@ -77,6 +85,8 @@ type partError struct {
 }
 
 func (e *partError) Error() string { return e.part + ": " + e.err.Error() }
+
+func (e *partError) Unwrap() error { return e.err }
 
 // parsed is a variant ready to execute.
 type parsed struct {

@@ -2,7 +2,6 @@ package outreach
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -119,13 +118,9 @@ func (s *Server) prepare(ctx context.Context, d store.Delivery) (Message, string
 	if to == "" {
 		return Message{}, ReasonNoAddress, nil
 	}
-	plain, err := sealedKey.Open(ContentColumn, d.Content)
+	c, err := openContent(sealedKey, d)
 	if err != nil {
 		return Message{}, "", err
-	}
-	var c Content
-	if err := json.Unmarshal(plain, &c); err != nil {
-		return Message{}, "", fmt.Errorf("decode content: %w", err)
 	}
 	return Message{
 		DeliveryID: d.ID, TenantID: d.TenantID, Channel: ch, Purpose: consent.Purpose(d.Purpose),

@@ -97,7 +97,10 @@ type OutreachTemplate struct {
 	// Assigned by the server.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The tenant's name for it, unique in the tenant: lower case letters,
-	// digits, '.', '_' and '-', e.g. birthday-greeting.
+	// digits, '.', '_' and '-', e.g. birthday-greeting. (The rules of this
+	// message let empty fields pass, so an update may leave out what its mask
+	// does not name; creating requires key, channel, default_locale and
+	// variants.)
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// EMAIL, SMS or MESSAGING. Cannot be changed.
 	Channel ContactChannel `protobuf:"varint,3,opt,name=channel,proto3,enum=rapport.customer.v1.ContactChannel" json:"channel,omitempty"`
@@ -1217,13 +1220,13 @@ var File_rapport_customer_v1_outreach_proto protoreflect.FileDescriptor
 
 const file_rapport_customer_v1_outreach_proto_rawDesc = "" +
 	"\n" +
-	"\"rapport/customer/v1/outreach.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frapport/access/v1/options.proto\x1a!rapport/customer/v1/consent.proto\"\xd4\x05\n" +
+	"\"rapport/customer/v1/outreach.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frapport/access/v1/options.proto\x1a!rapport/customer/v1/consent.proto\"\xdb\x05\n" +
 	"\x10OutreachTemplate\x12\x13\n" +
-	"\x02id\x18\x01 \x01(\tB\x03\xe0A\bR\x02id\x124\n" +
-	"\x03key\x18\x02 \x01(\tB\"\xe0A\x02\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x03key\x12N\n" +
-	"\achannel\x18\x03 \x01(\x0e2#.rapport.customer.v1.ContactChannelB\x0f\xe0A\x02\xbaH\t\x82\x01\x06\x18\x01\x18\x02\x18\x05R\achannel\x12X\n" +
-	"\x0edefault_locale\x18\x04 \x01(\tB1\xe0A\x02\xbaH+r)2'^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$R\rdefaultLocale\x12X\n" +
-	"\bvariants\x18\x05 \x03(\v2-.rapport.customer.v1.OutreachTemplate.VariantB\r\xe0A\x02\xbaH\a\x92\x01\x04\b\x01\x102R\bvariants\x12\x1d\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\bR\x02id\x127\n" +
+	"\x03key\x18\x02 \x01(\tB%\xe0A\x02\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x03key\x12Q\n" +
+	"\achannel\x18\x03 \x01(\x0e2#.rapport.customer.v1.ContactChannelB\x12\xe0A\x02\xbaH\f\xd8\x01\x01\x82\x01\x06\x18\x01\x18\x02\x18\x05R\achannel\x12[\n" +
+	"\x0edefault_locale\x18\x04 \x01(\tB4\xe0A\x02\xbaH.\xd8\x01\x01r)2'^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$R\rdefaultLocale\x12V\n" +
+	"\bvariants\x18\x05 \x03(\v2-.rapport.customer.v1.OutreachTemplate.VariantB\v\xe0A\x02\xbaH\x05\x92\x01\x02\x102R\bvariants\x12\x1d\n" +
 	"\aversion\x18\x06 \x01(\x03B\x03\xe0A\x03R\aversion\x12@\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12@\n" +
