@@ -87,13 +87,28 @@ const (
 	markerItem  = "Engraved: for Ada Marker"
 )
 
-var markers = []string{markerName, markerEmail, markerPhone, "Marker-Lovelace", "ada.marker", "4915100000042", "Engraved"}
+var markers = []string{markerName, markerEmail, markerPhone, "Marker-Lovelace", "ada.marker", "4915100000042", "Engraved",
+	markerStreet, markerRef, markerAttr}
+
+const (
+	markerStreet = "12 Markerstreet"
+	markerRef    = "C-MARKER-42"
+	markerAttr   = "marker-shoe-size"
+)
+
+// newCustomer is a profile with every personal field set to a marker.
+func newCustomer() *customerv1.Customer {
+	return &customerv1.Customer{
+		DisplayName: markerName, Email: markerEmail, Phone: markerPhone, Locale: "en", TimeZone: "Europe/Berlin",
+		Birthday:     &customerv1.Birthday{Year: 1915, Month: 12, Day: 10},
+		Address:      &customerv1.PostalAddress{Lines: []string{markerStreet}, Locality: "London", CountryCode: "GB"},
+		ExternalRefs: map[string]string{"shop": markerRef}, Attributes: map[string]string{"shoe_size": markerAttr},
+	}
+}
 
 func (b *testBundle) createCustomer(tb testing.TB, ctx context.Context) *customerv1.Customer {
 	tb.Helper()
-	c, err := b.customers.CreateCustomer(ctx, &customerv1.CreateCustomerRequest{Customer: &customerv1.Customer{
-		DisplayName: markerName, Email: markerEmail, Phone: markerPhone, Locale: "en", TimeZone: "Europe/Berlin",
-	}})
+	c, err := b.customers.CreateCustomer(ctx, &customerv1.CreateCustomerRequest{Customer: newCustomer()})
 	require.NoError(tb, err)
 	return c
 }
