@@ -8,21 +8,23 @@
 -- customer's own purchases).
 
 -- Each item (SKU) of a tenant with at least one buyer in the refresh window:
--- buyers is the number of distinct customers who bought it. It ranks the
--- best sellers and is the denominator of the pair score.
+-- buyers is the number of distinct customers who bought it, the denominator
+-- of the pair score. rank orders the best sellers (buyers descending, then
+-- sku), stored so that a request reads "the first n best sellers" as one
+-- index range whatever the table's statistics say after a refresh.
 CREATE TABLE recommendation_items (
     tenant_id uuid NOT NULL,
     sku       text NOT NULL,
     -- The category of the item's most recent line (lines may disagree).
     category  text NOT NULL,
     buyers    bigint NOT NULL,
+    rank      integer NOT NULL,
     PRIMARY KEY (tenant_id, sku),
+    CONSTRAINT recommendation_items_rank_unique UNIQUE (tenant_id, rank),
     CONSTRAINT recommendation_items_sku_not_empty CHECK (sku <> ''),
-    CONSTRAINT recommendation_items_buyers_positive CHECK (buyers > 0)
+    CONSTRAINT recommendation_items_buyers_positive CHECK (buyers > 0),
+    CONSTRAINT recommendation_items_rank_positive CHECK (rank >= 1)
 );
-
--- Best sellers, for customers without history and to fill short lists.
-CREATE INDEX recommendation_items_best ON recommendation_items (tenant_id, buyers DESC, sku);
 
 -- The best neighbours of each item: rank 1..n by score (then co_buyers,
 -- then other_sku), at most the refresh's per-item limit. The key is the

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
@@ -155,3 +156,5 @@ func requireFieldViolation(tb testing.TB, err error, field string) {
 func utc(y int, m time.Month, d, h, mi, s int) time.Time {
 	return time.Date(y, m, d, h, mi, s, 0, time.UTC)
 }
+
+func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

@@ -249,9 +249,7 @@ type CohortCell struct {
 func (s *Store) Cohorts(ctx context.Context, db DB, p CohortParams) ([]CohortCell, error) {
 	rows, err := s.q.RetentionCohorts(ctx, db, dbgen.RetentionCohortsParams{
 		TenantID: p.TenantID, FirstMonth: p.FirstMonth, LastMonth: p.LastMonth, MonthsAfter: p.MonthsAfter,
-		NowMonth: p.NowMonth, Segment: p.Segment,
-		StartTime: MonthStart(p.FirstMonth), CohortEnd: MonthStart(p.LastMonth + 1),
-		Horizon: MonthStart(p.LastMonth + p.MonthsAfter + 1),
+		NowMonth: p.NowMonth, Segment: p.Segment, Horizon: MonthStart(p.LastMonth + p.MonthsAfter + 1),
 	})
 	if err != nil {
 		return nil, interpret("retention cohorts", err)

@@ -128,45 +128,35 @@ WITH params AS NOT MATERIALIZED (
            $4::integer AS months_after,
            $5::integer AS now_month,
            $6::text AS segment,
-           $7::timestamptz AS start_time,
-           $8::timestamptz AS cohort_end,
-           $9::timestamptz AS horizon
+           $7::timestamptz AS horizon
 ),
-firsts AS MATERIALIZED (
-    SELECT p.customer_id, min(p.purchase_time) AS first_time
+months AS MATERIALIZED (
+    SELECT p.customer_id,
+           (date_part('year', p.purchase_time AT TIME ZONE 'UTC') * 12
+            + date_part('month', p.purchase_time AT TIME ZONE 'UTC') - 1)::integer AS month
     FROM params prm
-    JOIN purchases p ON p.tenant_id = prm.tenant_id
-    GROUP BY p.customer_id
-    HAVING min(p.purchase_time) >= (SELECT start_time FROM params)
-       AND min(p.purchase_time) < (SELECT cohort_end FROM params)
+    JOIN purchases p ON p.tenant_id = prm.tenant_id AND p.purchase_time < prm.horizon
+    GROUP BY 1, 2
 ),
 members AS MATERIALIZED (
-    SELECT f.customer_id,
-           (extract(year FROM f.first_time AT TIME ZONE 'UTC') * 12
-            + extract(month FROM f.first_time AT TIME ZONE 'UTC') - 1)::integer AS cohort
-    FROM firsts f
+    SELECT f.customer_id, f.cohort
+    FROM (SELECT m.customer_id, min(m.month) AS cohort FROM months m GROUP BY m.customer_id) f
     CROSS JOIN params prm
-    WHERE prm.segment = ''
-       OR EXISTS (SELECT 1 FROM customer_segments cs
-                  WHERE cs.tenant_id = prm.tenant_id AND cs.customer_id = f.customer_id AND cs.segment = prm.segment)
-),
-active AS (
-    SELECT DISTINCT m.cohort, m.customer_id,
-           (extract(year FROM p.purchase_time AT TIME ZONE 'UTC') * 12
-            + extract(month FROM p.purchase_time AT TIME ZONE 'UTC') - 1)::integer - m.cohort AS k
-    FROM members m
-    CROSS JOIN params prm
-    JOIN purchases p ON p.tenant_id = prm.tenant_id AND p.customer_id = m.customer_id
-                    AND p.purchase_time < prm.horizon
+    WHERE f.cohort BETWEEN prm.first_month AND prm.last_month
+      AND (prm.segment = ''
+           OR EXISTS (SELECT 1 FROM customer_segments cs
+                      WHERE cs.tenant_id = prm.tenant_id AND cs.customer_id = f.customer_id AND cs.segment = prm.segment))
 ),
 sizes AS (
     SELECT m.cohort, count(*) AS size FROM members m GROUP BY m.cohort
 ),
 cells AS (
-    SELECT a.cohort, a.k, count(*) AS retained
-    FROM active a CROSS JOIN params prm
-    WHERE a.k BETWEEN 0 AND prm.months_after
-    GROUP BY a.cohort, a.k
+    SELECT mb.cohort, mo.month - mb.cohort AS k, count(*) AS retained
+    FROM members mb
+    JOIN months mo ON mo.customer_id = mb.customer_id
+    CROSS JOIN params prm
+    WHERE mo.month - mb.cohort BETWEEN 0 AND prm.months_after
+    GROUP BY mb.cohort, mo.month - mb.cohort
 ),
 grid AS (
     SELECT c::integer AS cohort, k::integer AS k
@@ -195,8 +185,6 @@ type RetentionCohortsParams struct {
 	MonthsAfter int32
 	NowMonth    int32
 	Segment     string
-	StartTime   time.Time
-	CohortEnd   time.Time
 	Horizon     time.Time
 }
 
@@ -214,15 +202,15 @@ type RetentionCohortsRow struct {
 // Months are numbered year * 12 + month - 1 in UTC (2026-03 is 24314), so
 // offsets between months are integer differences.
 // RetentionCohorts is the cohort table in one statement: a row per cohort
-// month and offset that has begun by now_month.
+// month and offset from 0 to months_after.
 //
-//	firsts   each customer's first purchase ever (one pass over the
-//	         tenant's purchases by the customer index), kept when it falls
-//	         in [start_time, cohort_end)
-//	members  those customers, in the segment if one is given, and their
-//	         cohort month
-//	active   each member's months with a purchase, as offsets from the
-//	         cohort, up to months_after
+//	months   each customer's months with a purchase before the horizon, from
+//	         one pass over the tenant's purchases (index-only on
+//	         purchases_customer_time); nothing before the range is skipped,
+//	         since the first month ever decides the cohort
+//	members  customers whose first month is a cohort month, in the segment
+//	         if one is given
+//	cells    members per cohort and offset with a purchase that month
 //	grid     every cohort month and offset, empty ones included
 func (q *Queries) RetentionCohorts(ctx context.Context, db DBTX, arg RetentionCohortsParams) ([]RetentionCohortsRow, error) {
 	rows, err := db.Query(ctx, retentionCohorts,
@@ -232,8 +220,6 @@ func (q *Queries) RetentionCohorts(ctx context.Context, db DBTX, arg RetentionCo
 		arg.MonthsAfter,
 		arg.NowMonth,
 		arg.Segment,
-		arg.StartTime,
-		arg.CohortEnd,
 		arg.Horizon,
 	)
 	if err != nil {

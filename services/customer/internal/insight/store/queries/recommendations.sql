@@ -44,8 +44,9 @@ cats AS (
     ORDER BY l.sku, l.purchase_time DESC, l.category
 ),
 items_written AS (
-    INSERT INTO recommendation_items (tenant_id, sku, category, buyers)
-    SELECT prm.tenant_id, b.sku, c.category, b.buyers
+    INSERT INTO recommendation_items (tenant_id, sku, category, buyers, rank)
+    SELECT prm.tenant_id, b.sku, c.category, b.buyers,
+           row_number() OVER (ORDER BY b.buyers DESC, b.sku)
     FROM buyers b
     JOIN cats c ON c.sku = b.sku
     CROSS JOIN params prm
@@ -89,9 +90,11 @@ SELECT (SELECT count(*) FROM items_written)::bigint AS items,
 --              one primary-key range each, minus owned items: the overall
 --              best row_limit candidates by max score are always among them
 --   together   each candidate once, with its best anchor (the max score)
+--   known      whether the customer is the tenant's (evaluated once): an
+--              unknown customer gets no rows
 --   best       best sellers the customer has not bought and together does
---              not hold, to fill the list; only for a customer of the
---              tenant, so an unknown customer gets no rows
+--              not hold, to fill the list: the first row_limit + |owned| +
+--              |together| by rank, one index range
 -- name: RecommendationList :many
 WITH params AS NOT MATERIALIZED (
     SELECT @tenant_id::uuid AS tenant_id,
@@ -123,14 +126,19 @@ together AS MATERIALIZED (
     ORDER BY t.score DESC, t.co_buyers DESC, t.sku
     LIMIT (SELECT row_limit FROM params)
 ),
+known AS MATERIALIZED (
+    SELECT EXISTS (SELECT 1 FROM params prm JOIN customers c ON c.tenant_id = prm.tenant_id AND c.id = prm.customer_id) AS ok
+),
 best AS (
     SELECT it.sku
     FROM params prm
-    JOIN recommendation_items it ON it.tenant_id = prm.tenant_id
-    WHERE EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = prm.tenant_id AND c.id = prm.customer_id)
+    JOIN recommendation_items it
+      ON it.tenant_id = prm.tenant_id
+     AND it.rank <= prm.row_limit + (SELECT count(*) FROM owned)::integer + (SELECT count(*) FROM together)::integer
+    WHERE (SELECT k.ok FROM known k)
       AND it.sku NOT IN (SELECT ow.sku FROM owned ow)
       AND it.sku NOT IN (SELECT tg.sku FROM together tg)
-    ORDER BY it.buyers DESC, it.sku
+    ORDER BY it.rank
     LIMIT (SELECT row_limit FROM params)
 ),
 chosen AS (
