@@ -53,11 +53,30 @@ func (s *Server) erase(ctx context.Context, tx pgx.Tx, tenant, id uuid.UUID, req
 		return st.EraseTime, err
 	}
 	now := s.clock()
+	// A customer merged into this one is the same person, and its row
+	// still holds its own sealed fields: it goes too.
+	merged, err := s.store.MergedInto(ctx, tx, tenant, id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	ids := append([]uuid.UUID{id}, merged...)
+	for _, cid := range ids {
+		if err := s.forget(ctx, tx, tenant, cid, now); err != nil {
+			return time.Time{}, err
+		}
+	}
+	err = audit.Record(ctx, tx, audit.Entry{Action: audit.Erase, CustomerIDs: ids,
+		Fields: audit.ProfileFields, IdempotencyKey: requestID})
+	return now, err
+}
 
+// forget erases one customer row: suppresses its contact addresses, runs
+// every Eraser, shreds the profile and writes its customer.erased event.
+func (s *Server) forget(ctx context.Context, tx pgx.Tx, tenant, id uuid.UUID, now time.Time) error {
 	// Suppress the contact addresses while they can still be read.
 	c, err := s.profiles.Get(ctx, tx, tenant, id, false)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read profile to erase: %w", err)
+		return fmt.Errorf("read profile to erase: %w", err)
 	}
 	for _, a := range []struct {
 		col   pii.Column
@@ -68,21 +87,20 @@ func (s *Server) erase(ctx context.Context, tx pgx.Tx, tenant, id uuid.UUID, req
 		}
 		kind, fp, err := fingerprint(ctx, s.sealer, tx, tenant, a.col, a.value)
 		if err != nil {
-			return time.Time{}, err
+			return err
 		}
 		if err := s.store.Suppress(ctx, tx, tenant, kind, fp, now); err != nil {
-			return time.Time{}, err
+			return err
 		}
 	}
-
 	for _, e := range s.erasers {
 		if err := e.Erase(ctx, tx, tenant, id); err != nil {
-			return time.Time{}, fmt.Errorf("erase %s: %w", e.Section(), err)
+			return fmt.Errorf("erase %s: %w", e.Section(), err)
 		}
 	}
 	erased, err := s.store.EraseProfile(ctx, tx, tenant, id, now)
 	if err != nil {
-		return time.Time{}, err
+		return err
 	}
 	err = outbox.Write(ctx, tx, outbox.Event{
 		TenantID: tenant.String(), Subject: SubjectErased, AggregateType: aggregateType,
@@ -91,9 +109,7 @@ func (s *Server) erase(ctx context.Context, tx pgx.Tx, tenant, id uuid.UUID, req
 			AggregateVersion: erased.Version, OccurredAt: timestamppb.New(erased.EraseTime)},
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("write %s event: %w", SubjectErased, err)
+		return fmt.Errorf("write %s event: %w", SubjectErased, err)
 	}
-	err = audit.Record(ctx, tx, audit.Entry{Action: audit.Erase, CustomerIDs: []uuid.UUID{id},
-		Fields: audit.ProfileFields, IdempotencyKey: requestID})
-	return erased.EraseTime, err
+	return nil
 }

@@ -36,8 +36,8 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
-	"github.com/rapporthq/rapport/services/customer/internal/profile"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/store"
+	"github.com/rapporthq/rapport/services/customer/internal/profile"
 )
 
 // ServiceName is the gRPC service Register adds.

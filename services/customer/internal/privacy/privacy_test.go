@@ -219,6 +219,27 @@ func TestEraseCustomer(t *testing.T) {
 		require.Equal(t, codes.NotFound, status.Code(err), "an erased profile cannot be refilled")
 	})
 
+	t.Run("CustomersMergedIntoItGoToo", func(t *testing.T) {
+		t.Parallel()
+		tenant := uuid.New()
+		ctx := grpcxtest.As(tenant)
+		primary := b.createCustomer(t, ctx)
+		source, err := b.customers.CreateCustomer(ctx, &customerv1.CreateCustomerRequest{Customer: &customerv1.Customer{
+			DisplayName: markerName, Email: "ada.marker.old@example.com"}})
+		require.NoError(t, err)
+		_, err = b.customers.MergeCustomers(ctx, &customerv1.MergeCustomersRequest{PrimaryId: primary.GetId(),
+			SourceIds: []string{source.GetId()}})
+		require.NoError(t, err)
+		_, err = b.privacy.EraseCustomer(ctx, &customerv1.EraseCustomerRequest{CustomerId: primary.GetId()})
+		require.NoError(t, err)
+		require.Equal(t, 2, b.erasedEvents(t, tenant), "one customer.erased per row")
+		require.Zero(t, b.count(t, `SELECT count(*) FROM customer_keys WHERE tenant_id = $1`, tenant))
+		require.Zero(t, b.count(t, `SELECT count(*) FROM customers WHERE tenant_id = $1 AND erase_time IS NULL`, tenant))
+		sup, err := b.suppressions.Email(context.Background(), b.pool, tenant, "ada.marker.old@example.com")
+		require.NoError(t, err)
+		require.True(t, sup)
+	})
+
 	t.Run("UnknownCustomerIsNotFound", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.privacy.EraseCustomer(grpcxtest.As(uuid.New()), &customerv1.EraseCustomerRequest{CustomerId: uuid.NewString()})

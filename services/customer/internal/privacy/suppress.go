@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
-	"github.com/rapporthq/rapport/services/customer/internal/profile"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/store"
+	"github.com/rapporthq/rapport/services/customer/internal/profile"
 )
 
 // fingerprintPurpose separates suppression fingerprints from every other

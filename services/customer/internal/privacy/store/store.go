@@ -123,6 +123,16 @@ func (s *Store) State(ctx context.Context, db DB, tenantID, id uuid.UUID) (Erase
 	return st, nil
 }
 
+// MergedInto locks and returns the customers merged into id that are not
+// erased, in id order.
+func (s *Store) MergedInto(ctx context.Context, db DB, tenantID, id uuid.UUID) ([]uuid.UUID, error) {
+	ids, err := s.q.CustomersMergedInto(ctx, db, dbgen.CustomersMergedIntoParams{TenantID: tenantID, ID: id})
+	if err != nil {
+		return nil, interpret("lock merged customers", err)
+	}
+	return ids, nil
+}
+
 // EraseProfile shreds the customer: deletes the data key, clears every
 // personal column and deletes the external refs. It returns the new state.
 // Under the customer's row lock, for a customer not erased yet.

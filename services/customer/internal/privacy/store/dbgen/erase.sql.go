@@ -129,6 +129,41 @@ func (q *Queries) CustomerLockForErase(ctx context.Context, db DBTX, arg Custome
 	return i, err
 }
 
+const customersMergedInto = `-- name: CustomersMergedInto :many
+SELECT id FROM customers
+WHERE tenant_id = $1 AND merged_into = $2::uuid AND erase_time IS NULL
+ORDER BY id
+FOR UPDATE
+`
+
+type CustomersMergedIntoParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+// The customers merged into one (merges never chain, so one level is all):
+// the same person, whose rows still hold their own sealed fields. Locked in
+// id order, after the primary's row.
+func (q *Queries) CustomersMergedInto(ctx context.Context, db DBTX, arg CustomersMergedIntoParams) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, customersMergedInto, arg.TenantID, arg.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const suppressionExists = `-- name: SuppressionExists :one
 SELECT EXISTS (
     SELECT 1 FROM contact_suppressions

@@ -39,3 +39,12 @@ SELECT EXISTS (
     SELECT 1 FROM contact_suppressions
     WHERE tenant_id = @tenant_id AND kind = @kind AND fingerprint = @fingerprint
 );
+
+-- name: CustomersMergedInto :many
+-- The customers merged into one (merges never chain, so one level is all):
+-- the same person, whose rows still hold their own sealed fields. Locked in
+-- id order, after the primary's row.
+SELECT id FROM customers
+WHERE tenant_id = @tenant_id AND merged_into = @id::uuid AND erase_time IS NULL
+ORDER BY id
+FOR UPDATE;
