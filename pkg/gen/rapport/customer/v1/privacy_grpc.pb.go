@@ -48,9 +48,10 @@ type PrivacyServiceClient interface {
 	// the service deletes or pseudonymises what it holds, the contact
 	// addresses are suppressed for marketing, and
 	// rapport.customer.customer.erased tells every other service to forget
-	// them too. Purchases keep their amounts under the customer's id, which
-	// no longer leads to a person. Idempotent: erasing an erased customer
-	// returns the first erasure's result and changes nothing.
+	// them too. Customers merged into this one (the same person) are erased
+	// with it, one event each. Purchases keep their amounts under the
+	// customer's id, which no longer leads to a person. Idempotent: erasing an
+	// erased customer returns the first erasure's result and changes nothing.
 	EraseCustomer(ctx context.Context, in *EraseCustomerRequest, opts ...grpc.CallOption) (*EraseCustomerResponse, error)
 	// ListAuditEvents pages through the tenant's audit log of personal data,
 	// newest first, optionally for one customer. Entries name fields, never
@@ -119,9 +120,10 @@ type PrivacyServiceServer interface {
 	// the service deletes or pseudonymises what it holds, the contact
 	// addresses are suppressed for marketing, and
 	// rapport.customer.customer.erased tells every other service to forget
-	// them too. Purchases keep their amounts under the customer's id, which
-	// no longer leads to a person. Idempotent: erasing an erased customer
-	// returns the first erasure's result and changes nothing.
+	// them too. Customers merged into this one (the same person) are erased
+	// with it, one event each. Purchases keep their amounts under the
+	// customer's id, which no longer leads to a person. Idempotent: erasing an
+	// erased customer returns the first erasure's result and changes nothing.
 	EraseCustomer(context.Context, *EraseCustomerRequest) (*EraseCustomerResponse, error)
 	// ListAuditEvents pages through the tenant's audit log of personal data,
 	// newest first, optionally for one customer. Entries name fields, never
