@@ -3,6 +3,7 @@ package timeline_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ var services = []string{"customer", "ticket", "loyalty", "survey"}
 // producing service's schema with its outbox and the real relay publishing
 // it, so events reach JetStream with exactly the headers production sets.
 type projection struct {
+	t         *testing.T // the test that owns it; subtests restart it
 	b         *testBundle
 	js        jetstream.JetStream
 	producers map[string]*pgxpool.Pool
@@ -47,7 +49,7 @@ func (b *testBundle) startProjection(t *testing.T) *projection {
 	t.Helper()
 	s := natstest.Start(t)
 	_, js := natstest.Connect(t, s)
-	p := &projection{b: b, js: js, producers: map[string]*pgxpool.Pool{"customer": b.pool}}
+	p := &projection{t: t, b: b, js: js, producers: map[string]*pgxpool.Pool{"customer": b.pool}}
 	for _, svc := range services[1:] {
 		p.producers[svc] = pgdbtest.Pool(t, b.dbURL, svc)
 	}
@@ -67,11 +69,13 @@ func (b *testBundle) startProjection(t *testing.T) *projection {
 	return p
 }
 
-// run starts a new Projector on the same durable consumers.
+// run starts a new Projector on the same durable consumers. It runs until
+// stop, or until the owning test ends (not the subtest that started it).
 func (p *projection) run(t *testing.T) {
 	t.Helper()
 	proj, err := timeline.NewProjector(p.b.pool, p.js, timeline.ProjectorConfig{
 		Now: p.b.clock.Now, NakDelayFunc: func(uint64) time.Duration { return 10 * time.Millisecond },
+		Logger: testLogger(p.t),
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -82,10 +86,20 @@ func (p *projection) run(t *testing.T) {
 		if !stopped {
 			stopped = true
 			cancel()
-			require.NoError(t, <-done)
+			if err := <-done; err != nil {
+				p.t.Errorf("projector: %v", err)
+			}
 		}
 	}
-	t.Cleanup(p.stop)
+	p.t.Cleanup(p.stop)
+}
+
+// testLogger logs to the test's output under -v, and nowhere otherwise.
+func testLogger(t *testing.T) *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // publish commits events in the producing service's outbox, as its API
@@ -365,6 +379,29 @@ func TestProjection(t *testing.T) {
 		p.run(t)
 		p.settle(t)
 		require.Len(t, b.timeline(t, b.tenant, c), before+1)
+	})
+
+	t.Run("AFailedDeliveryIsRetriedAndAppliedOnce", func(t *testing.T) {
+		// The first two inserts fail (a sequence is not rolled back with
+		// them): the event is nak'ed, redelivered twice, then applied once.
+		_, err := b.pool.Exec(ctx, `CREATE SEQUENCE fail_twice;
+			CREATE FUNCTION fail_twice() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN IF nextval('fail_twice') <= 2 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$;
+			CREATE TRIGGER fail_twice BEFORE INSERT ON interactions FOR EACH ROW EXECUTE FUNCTION fail_twice();`)
+		require.NoError(t, err)
+		defer func() {
+			_, err := b.pool.Exec(ctx, "DROP TRIGGER fail_twice ON interactions; DROP FUNCTION fail_twice(); DROP SEQUENCE fail_twice")
+			require.NoError(t, err)
+		}()
+		before := len(b.timeline(t, b.tenant, c))
+		p.publish(t, event(b.tenant, c, timeline.SubjectPointsSpent, uuid.NewString(), &loyaltyv1.PointsSpent{
+			TenantId: b.tenant.String(), EntryId: uuid.NewString(), CustomerId: c.String(), OccurredAt: timestamppb.New(start), Points: 1}))
+		p.settle(t)
+		require.Len(t, b.timeline(t, b.tenant, c), before+1)
+		var calls int64
+		require.NoError(t, b.pool.QueryRow(ctx, "SELECT last_value FROM fail_twice").Scan(&calls))
+		require.Equal(t, int64(3), calls, "two failed deliveries, one applied")
+		require.Len(t, p.deadLetters(t), 3, "nothing new parked")
 	})
 
 	t.Run("AConsumerRebuiltFromScratchAddsNothing", func(t *testing.T) {
