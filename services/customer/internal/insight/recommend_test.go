@@ -364,11 +364,19 @@ func TestRefreshSchedule(t *testing.T) {
 		}, got)
 	})
 
-	t.Run("RunRefreshStopsWithItsContext", func(t *testing.T) {
+	t.Run("RunRefreshRefreshesNewTenantsAndStops", func(t *testing.T) {
 		require.Error(t, b.server.RunRefresh(ctx, 0), "interval must be positive")
+		// A tenant's first purchase: the loop's first pass enrols it and
+		// refreshes it at once.
+		tenant := uuid.New()
+		c := b.newCustomers(t, tenant, 1)[0]
+		b.buy(t, tenant, c, now, "N")
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- b.server.RunRefresh(cctx, every) }()
+		require.Eventually(t, func() bool {
+			return len(b.recommend(t, tenant, b.newCustomers(t, tenant, 1)[0], 0).GetRecommendations()) == 1
+		}, 10*time.Second, 10*time.Millisecond)
 		cancel()
 		require.NoError(t, <-done)
 	})
