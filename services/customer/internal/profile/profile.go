@@ -76,11 +76,17 @@ type FieldError struct {
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Mutable lists the fields a client may set or change, in update-mask form.
-// Each path replaces the whole field: sub-paths (address.locality,
-// attributes.shoe_size) are not offered, so a partial address can never be
-// stored by accident and a map is always replaced as the client sent it.
+// Each path replaces the whole field. Birthday and address also take their
+// sub-paths (SubPaths: "address.locality" changes the locality only), which
+// is also what the REST gateway derives from a PATCH body without a mask.
+// The maps (external_refs, attributes) are replaced whole only: their keys
+// may hold '.' and '-', which a field-mask path cannot carry unambiguously.
 var Mutable = []string{"display_name", "email", "phone", "locale", "time_zone", "tags",
 	"birthday", "address", "external_refs", "attributes"}
+
+// SubPaths are the update-mask paths below a Mutable field.
+var SubPaths = []string{"birthday.year", "birthday.month", "birthday.day",
+	"address.lines", "address.locality", "address.region", "address.postal_code", "address.country_code"}
 
 // validate checks the rules the request schema cannot express. now is the
 // current time (a birthday must not be in the future).
@@ -287,6 +293,46 @@ func (s *Service) Update(ctx context.Context, tx pgx.Tx, patch Customer, paths [
 			next.ExternalRefs = patch.ExternalRefs
 		case "attributes":
 			next.Attributes = patch.Attributes
+		case "birthday.year", "birthday.month", "birthday.day":
+			b := Birthday{}
+			if next.Birthday != nil {
+				b = *next.Birthday
+			}
+			var from Birthday
+			if patch.Birthday != nil {
+				from = *patch.Birthday
+			}
+			switch p {
+			case "birthday.year":
+				b.Year = from.Year
+			case "birthday.month":
+				b.Month = from.Month
+			default:
+				b.Day = from.Day
+			}
+			next.Birthday = &b
+		case "address.lines", "address.locality", "address.region", "address.postal_code", "address.country_code":
+			a := Address{}
+			if next.Address != nil {
+				a = *next.Address
+			}
+			var from Address
+			if patch.Address != nil {
+				from = *patch.Address
+			}
+			switch p {
+			case "address.lines":
+				a.Lines = from.Lines
+			case "address.locality":
+				a.Locality = from.Locality
+			case "address.region":
+				a.Region = from.Region
+			case "address.postal_code":
+				a.PostalCode = from.PostalCode
+			default:
+				a.CountryCode = from.CountryCode
+			}
+			next.Address = &a
 		default:
 			return Customer{}, &FieldError{Field: p, Reason: "cannot be changed"}
 		}

@@ -130,8 +130,30 @@ func TestProfileFields(t *testing.T) {
 		require.Empty(t, country)
 	})
 
+	t.Run("SubPathsOfBirthdayAndAddressChangeOnlyThemselves", func(t *testing.T) {
+		_, err := update(t, fullProfile(), "birthday", "address")
+		require.NoError(t, err)
+		got, err := update(t, &customerv1.Customer{Address: &customerv1.PostalAddress{Locality: "Manchester", Lines: []string{"ignored"}},
+			Birthday: &customerv1.Birthday{Year: 1985, Month: 7}}, "address.locality", "birthday.year")
+		require.NoError(t, err)
+		want := fullProfile()
+		want.Address.Locality = "Manchester"
+		want.Birthday.Year = 1985
+		require.Empty(t, cmp.Diff(want.GetAddress(), got.GetAddress(), protocmp.Transform()))
+		require.Empty(t, cmp.Diff(want.GetBirthday(), got.GetBirthday(), protocmp.Transform()))
+		// The day it would make is checked like a whole birthday.
+		_, err = update(t, &customerv1.Customer{Birthday: &customerv1.Birthday{Day: 31}}, "birthday.day")
+		require.NoError(t, err, "December 31")
+		_, err = update(t, &customerv1.Customer{Birthday: &customerv1.Birthday{Month: 2}}, "birthday.month")
+		requireViolation(t, err, "customer.birthday.day")
+		_, err = update(t, &customerv1.Customer{}, "birthday.month")
+		requireViolation(t, err, "customer.birthday.month")
+	})
+
 	t.Run("UpdatedEventNamesFieldsAndCarriesNoPersonalData", func(t *testing.T) {
-		_, err := update(t, fullProfile(), "birthday", "address", "attributes", "external_refs")
+		_, err := update(t, &customerv1.Customer{}, "birthday", "address", "attributes", "external_refs")
+		require.NoError(t, err)
+		_, err = update(t, fullProfile(), "birthday", "address", "attributes", "external_refs")
 		require.NoError(t, err)
 		var payload []byte
 		require.NoError(t, b.pool.QueryRow(ctx, `SELECT payload FROM outbox WHERE subject = 'rapport.customer.customer.updated'
@@ -183,7 +205,9 @@ func TestProfileFields(t *testing.T) {
 		}
 		_, err := update(t, &customerv1.Customer{ExternalRefs: tooMany}, "external_refs")
 		requireViolation(t, err, "customer.external_refs")
-		_, err = update(t, &customerv1.Customer{Address: &customerv1.PostalAddress{Locality: "Paris"}}, "address.locality")
+		_, err = update(t, &customerv1.Customer{Attributes: map[string]string{"a": "b"}}, "attributes.a")
+		requireViolation(t, err, "update_mask")
+		_, err = update(t, &customerv1.Customer{ExternalRefs: map[string]string{"a": "b"}}, "external_refs.a")
 		requireViolation(t, err, "update_mask")
 		_, err = update(t, &customerv1.Customer{MergedInto: uuid.NewString()}, "merged_into")
 		requireViolation(t, err, "update_mask")

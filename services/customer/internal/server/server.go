@@ -306,7 +306,7 @@ func maskPaths(paths []string) ([]string, error) {
 	}
 	out := make([]string, 0, len(paths))
 	for _, p := range paths {
-		if !slices.Contains(profile.Mutable, p) {
+		if !slices.Contains(profile.Mutable, p) && !slices.Contains(profile.SubPaths, p) {
 			return nil, grpcx.InvalidArgument(grpcx.FieldViolation{Field: "update_mask",
 				Description: fmt.Sprintf("path %q cannot be updated; allowed: %s", p, strings.Join(profile.Mutable, ", "))})
 		}

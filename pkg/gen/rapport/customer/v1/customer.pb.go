@@ -275,8 +275,11 @@ func (x *Customer) GetMergeTime() *timestamppb.Timestamp {
 type Birthday struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0 when unknown.
-	Year          int32 `protobuf:"varint,1,opt,name=year,proto3" json:"year,omitempty"`
-	Month         int32 `protobuf:"varint,2,opt,name=month,proto3" json:"month,omitempty"`
+	Year int32 `protobuf:"varint,1,opt,name=year,proto3" json:"year,omitempty"`
+	// 1 to 12. Zero passes the schema so that an update of birthday.year
+	// alone can leave it out; the profile then refuses a zero month.
+	Month int32 `protobuf:"varint,2,opt,name=month,proto3" json:"month,omitempty"`
+	// 1 to 31, and a day of the month (see above); zero as for month.
 	Day           int32 `protobuf:"varint,3,opt,name=day,proto3" json:"day,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1324,12 +1327,12 @@ const file_rapport_customer_v1_customer_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
 	"\bBirthday\x12\x1e\n" +
 	"\x04year\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x8fN(\x00R\x04year\x12\x1f\n" +
-	"\x05month\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\f(\x01R\x05month\x12\x1b\n" +
-	"\x03day\x18\x03 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\x1f(\x01R\x03day\"\xdf\x01\n" +
+	"\xbaH\a\x1a\x05\x18\x8fN(\x00R\x04year\x12\"\n" +
+	"\x05month\x18\x02 \x01(\x05B\f\xbaH\t\xd8\x01\x01\x1a\x04\x18\f(\x01R\x05month\x12\x1e\n" +
+	"\x03day\x18\x03 \x01(\x05B\f\xbaH\t\xd8\x01\x01\x1a\x04\x18\x1f(\x01R\x03day\"\xdf\x01\n" +
 	"\rPostalAddress\x12%\n" +
 	"\x05lines\x18\x01 \x03(\tB\x0f\xbaH\f\x92\x01\t\x10\x03\"\x05r\x03\x18\xc8\x01R\x05lines\x12#\n" +
 	"\blocality\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18dR\blocality\x12\x1f\n" +
