@@ -3,8 +3,16 @@ package outreach_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
@@ -12,11 +20,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -219,6 +230,9 @@ type smtpServer struct {
 	// nil accepts.
 	rcptReplies []error
 	rcpts       int // RCPT TO commands seen
+	// user and password, when set, are required (AUTH PLAIN) before MAIL.
+	user, password string
+	authed         []string // users that authenticated
 }
 
 type wireMessage struct {
@@ -227,11 +241,37 @@ type wireMessage struct {
 	Data []byte
 }
 
-func startSMTP(t testing.TB) *smtpServer {
+func startSMTP(t testing.TB) *smtpServer { return startSMTPWith(t, nil) }
+
+// startSMTPTLS starts a server offering STARTTLS with a certificate for
+// 127.0.0.1 from a fresh CA, and returns the CA as a PEM file.
+func startSMTPTLS(t testing.TB) (*smtpServer, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rapport test smtp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return startSMTPWith(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), caFile
+}
+
+func startSMTPWith(t testing.TB, tlsConfig *tls.Config) *smtpServer {
 	t.Helper()
 	s := &smtpServer{}
 	srv := smtp.NewServer(s)
 	srv.Domain = "mx.test"
+	srv.TLSConfig = tlsConfig
+	// Without TLS the server offers AUTH too, so a test can show the
+	// client refusing to send a password in clear.
 	srv.AllowInsecureAuth = true
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -264,15 +304,37 @@ func (s *smtpServer) rcptCount() int {
 func (s *smtpServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &smtpSession{srv: s}, nil }
 
 type smtpSession struct {
-	srv  *smtpServer
-	from string
-	to   []string
+	srv    *smtpServer
+	from   string
+	to     []string
+	authed bool
+}
+
+func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *smtpSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, password string) error {
+		s.srv.mu.Lock()
+		defer s.srv.mu.Unlock()
+		if user != s.srv.user || password != s.srv.password {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
+		}
+		s.authed = true
+		s.srv.authed = append(s.srv.authed, user)
+		return nil
+	}), nil
 }
 
 func (s *smtpSession) Reset()        { s.from, s.to = "", nil }
 func (s *smtpSession) Logout() error { return nil }
 
 func (s *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.srv.mu.Lock()
+	need := s.srv.user != ""
+	s.srv.mu.Unlock()
+	if need && !s.authed {
+		return smtp.ErrAuthRequired
+	}
 	s.from = from
 	return nil
 }

@@ -103,6 +103,9 @@ type SMTPConfig struct {
 	Password string `env:"RAPPORT_OUTREACH_SMTP_PASSWORD" json:"-"`
 	// From is the sender address, e.g. "Acme Care <care@acme.example>".
 	From string `env:"RAPPORT_OUTREACH_SMTP_FROM"`
+	// CAFile is a PEM file of certificate authorities trusted for the SMTP
+	// server besides the system's (an internal relay with a private CA).
+	CAFile string `env:"RAPPORT_OUTREACH_SMTP_CA_FILE"`
 }
 
 // WebhookConfig configures a webhook driver.

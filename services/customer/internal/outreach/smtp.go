@@ -2,11 +2,14 @@ package outreach
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/mail"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 
@@ -37,6 +40,20 @@ func newSMTPDriver(c SMTPConfig) (*smtpDriver, error) {
 		return nil, fmt.Errorf("outreach: SMTP From %q: %w", c.From, err)
 	}
 	opts := []gomail.Option{gomail.WithPort(port)}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("outreach: SMTP CA file: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("outreach: SMTP CA file %s holds no PEM certificate", c.CAFile)
+		}
+		opts = append(opts, gomail.WithTLSConfig(&tls.Config{ServerName: host, RootCAs: roots, MinVersion: tls.VersionTLS12}))
+	}
 	switch c.TLS {
 	case "tls":
 		opts = append(opts, gomail.WithSSL())
@@ -46,6 +63,9 @@ func newSMTPDriver(c SMTPConfig) (*smtpDriver, error) {
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
 	}
 	if c.Username != "" {
+		// Auto-discovery picks the strongest mechanism the server offers
+		// and never sends a password in clear over an unencrypted
+		// connection (PLAIN and LOGIN only after TLS).
 		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
 			gomail.WithUsername(c.Username), gomail.WithPassword(c.Password))
 	}
@@ -85,10 +105,12 @@ func (d *smtpDriver) Send(ctx context.Context, m Message) (string, error) {
 	return "<" + id + ">", nil
 }
 
-// smtpError classifies a go-mail error by the server's reply: 4xx is
-// temporary, 5xx permanent; anything without a reply (dial, TLS, timeouts)
-// is temporary. A 5xx to the message (MAIL, RCPT, DATA) is a bounce; a 5xx
-// before it (greeting, EHLO, AUTH) is the provider refusing us.
+// smtpError classifies a go-mail error. A reply to the message itself
+// (MAIL FROM, RCPT TO, DATA) decides: 4xx is temporary, 5xx permanent (a
+// bounce). Everything before the message (connecting, TLS, EHLO, AUTH) is
+// temporary whatever the reply: it is about the connection or our
+// configuration (a rotated password), not this message, so the delivery
+// waits for the fix and its attempts bound the wait.
 func smtpError(err error) error {
 	var se *gomail.SendError
 	if errors.As(err, &se) {
@@ -98,7 +120,7 @@ func smtpError(err error) error {
 	}
 	var tpe *textproto.Error
 	if errors.As(err, &tpe) && tpe.Code >= 400 && tpe.Code < 600 {
-		return &SendError{Code: "smtp_" + strconv.Itoa(tpe.Code), Permanent: tpe.Code >= 500, Reason: ReasonProviderRejected}
+		return &SendError{Code: "smtp_" + strconv.Itoa(tpe.Code)}
 	}
 	return classify(err)
 }

@@ -204,3 +204,60 @@ func TestRunDelivers(t *testing.T) {
 	require.NoError(t, <-done)
 	require.True(t, strings.Contains(string(b.smtp.received()[0].Data), "run@example.org"))
 }
+
+// TestSMTPAuth: with a username and password the driver upgrades with
+// STARTTLS (verifying the server against the configured CA) and
+// authenticates before MAIL FROM. Without TLS it refuses to send the
+// password in clear, and wrong credentials send nothing.
+func TestSMTPAuth(t *testing.T) {
+	t.Parallel()
+	tlsServer, caFile := startSMTPTLS(t)
+	tlsServer.user, tlsServer.password = "care", "s3cret" // before any connection
+	b := setup(t, setupOpts{configure: func(c *outreach.Config) {
+		c.SMTP = outreach.SMTPConfig{Addr: tlsServer.addr, TLS: "starttls", CAFile: caFile,
+			Username: "care", Password: "s3cret", From: "care@acme.example"}
+	}})
+	b.createTemplate(t, emailTemplate("birthday"))
+	cust := b.newCustomer(t, b.tenant, person{email: "auth@example.org"})
+	sendOne := func(b *testBundle) *customerv1.OutreachDelivery {
+		return b.send(t, &customerv1.SendOutreachRequest{CustomerId: cust.String(),
+			Template: &customerv1.SendOutreachRequest_TemplateKey{TemplateKey: "birthday"}, Purpose: service,
+			Variables: map[string]string{"first_name": "A", "code": "X"}})
+	}
+	d := sendOne(b)
+	require.Equal(t, 1, b.deliverDue(t))
+	got := b.delivery(t, d)
+	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_SENT, got.GetStatus(), got.GetLastErrorCode())
+	tlsServer.mu.Lock()
+	require.Equal(t, []string{"care"}, tlsServer.authed)
+	tlsServer.mu.Unlock()
+	require.Len(t, tlsServer.received(), 1)
+
+	tlsServer.mu.Lock()
+	tlsServer.password = "rotated"
+	tlsServer.mu.Unlock()
+	d = sendOne(b)
+	require.Equal(t, 1, b.deliverDue(t))
+	got = b.delivery(t, d)
+	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_QUEUED, got.GetStatus(), "retried: the fix is ours")
+	require.Equal(t, "smtp_535", got.GetLastErrorCode())
+	require.Len(t, tlsServer.received(), 1, "nothing sent with wrong credentials")
+
+	// A plain-text server offering AUTH: the password is never sent.
+	plain := b.smtp
+	plain.mu.Lock()
+	plain.user, plain.password = "care", "s3cret"
+	plain.mu.Unlock()
+	c := setup(t, setupOpts{configure: func(c *outreach.Config) {
+		c.SMTP = outreach.SMTPConfig{Addr: plain.addr, TLS: "none", Username: "care", Password: "s3cret", From: "care@acme.example"}
+	}})
+	c.createTemplate(t, emailTemplate("birthday"))
+	cust = c.newCustomer(t, c.tenant, person{email: "auth@example.org"})
+	d = sendOne(c)
+	require.Equal(t, 1, c.deliverDue(t))
+	require.NotEqual(t, customerv1.OutreachStatus_OUTREACH_STATUS_SENT, c.delivery(t, d).GetStatus())
+	plain.mu.Lock()
+	require.Empty(t, plain.authed)
+	plain.mu.Unlock()
+	require.Empty(t, plain.received())
+}
