@@ -285,6 +285,15 @@ func TestMergeCustomers(t *testing.T) {
 			}
 		}
 		require.Equal(t, 0, b.count(t, `SELECT count(*) FROM customers WHERE merged_into IS NOT NULL`))
+
+		// An erased customer (its key destroyed) is gone for merges too.
+		erased := b.create(t, &customerv1.Customer{DisplayName: "Erased"})
+		_, err := b.pool.Exec(context.Background(), `DELETE FROM customer_keys WHERE customer_id = $1`, erased.GetId())
+		require.NoError(t, err)
+		_, err = b.merge(mine.GetId(), false, erased.GetId())
+		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+		_, err = b.merge(erased.GetId(), true, mine.GetId())
+		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 	})
 
 	t.Run("ADryRunPreviewsAndChangesNothing", func(t *testing.T) {
@@ -317,6 +326,8 @@ func TestMergeCustomers(t *testing.T) {
 		req := &customerv1.MergeCustomersRequest{PrimaryId: p.GetId(), SourceIds: []string{s.GetId()}, RequestId: uuid.NewString()}
 		first, err := b.customers.MergeCustomers(b.as(), req)
 		require.NoError(t, err)
+		require.Equal(t, 1, b.count(t, `SELECT count(*) FROM pii_audit WHERE action = 'merge' AND customer_ids @> $1::uuid[]
+			AND idempotency_key = $2`, []string{p.GetId(), s.GetId()}, req.GetRequestId()), "one audit row per merge")
 		again, err := b.customers.MergeCustomers(b.as(), req)
 		require.NoError(t, err, "a retry gets the first response, not ALREADY_MERGED")
 		require.Empty(t, cmp.Diff(first, again, protocmp.Transform()))
@@ -383,4 +394,38 @@ func TestMergeCustomers(t *testing.T) {
 		requireReason(t, err, codes.FailedPrecondition, "MERGED_PROFILE_INVALID")
 		require.Empty(t, b.get(t, s.GetId()).GetMergedInto())
 	})
+}
+
+// TestMergeBesidePurchases: merges racing RecordPurchase on their sources
+// never deadlock (the merge locks customers FOR NO KEY UPDATE, which the
+// purchase's foreign-key checks do not wait for), and every purchase
+// committed before a merge is with the primary afterwards.
+func TestMergeBesidePurchases(t *testing.T) {
+	t.Parallel()
+	b := newAPI(t)
+	for round := range 6 {
+		p := b.create(t, &customerv1.Customer{DisplayName: "P"})
+		s := b.create(t, &customerv1.Customer{DisplayName: "S"})
+		b.buy(t, s.GetId(), fmt.Sprintf("before-%d", round), 1000)
+		var wg sync.WaitGroup
+		var mergeErr, buyErr error
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, mergeErr = b.merge(p.GetId(), false, s.GetId())
+		}()
+		go func() {
+			defer wg.Done()
+			usd := &typev1.Money{CurrencyCode: "USD", AmountMinor: 500}
+			_, buyErr = b.purchases.RecordPurchase(b.as(), &customerv1.RecordPurchaseRequest{CustomerId: s.GetId(),
+				Purchase: &customerv1.Purchase{OrderReference: fmt.Sprintf("during-%d", round), TotalAmount: usd,
+					Channel: customerv1.PurchaseChannel_PURCHASE_CHANNEL_STORE,
+					Items:   []*customerv1.PurchaseItem{{Sku: "SKU-2", Name: "Socks", Quantity: 1, UnitPrice: usd}}}})
+		}()
+		wg.Wait()
+		require.NoError(t, mergeErr, "round %d", round)
+		require.NoError(t, buyErr, "round %d", round)
+		require.Equal(t, 1, b.count(t, `SELECT count(*) FROM purchases WHERE order_reference = $1 AND customer_id = $2`,
+			fmt.Sprintf("before-%d", round), p.GetId()))
+	}
 }
