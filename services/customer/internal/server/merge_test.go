@@ -109,7 +109,7 @@ func newMergeWorld(t *testing.T, b *apiBundle) mergeWorld {
 	b.clock.Advance(time.Minute)
 	w.newer = b.create(t, &customerv1.Customer{DisplayName: "A. Lovelace (new)", Phone: "+442070000002", Email: "ada@work.example.org",
 		Tags: []string{"vip", "b2b"}, Birthday: &customerv1.Birthday{Month: 12, Day: 10},
-		Address: &customerv1.PostalAddress{Locality: "London", CountryCode: "GB"},
+		Address:      &customerv1.PostalAddress{Locality: "London", CountryCode: "GB"},
 		ExternalRefs: map[string]string{"pos": "NEW", "crm": "9"}, Attributes: map[string]string{"colour": "blue"}})
 	// 3 + 2 purchases of 300.00: the primary becomes "important" (R5 F4 M5).
 	for i := range 3 {
