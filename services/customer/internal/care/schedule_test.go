@@ -192,6 +192,10 @@ func TestHolidays(t *testing.T) {
 	shanghai := b.newCustomers(t, 3, customerOpts{})
 	berlin := b.newCustomer(t, customerOpts{zone: "Europe/Berlin"})
 	other := b.newCustomer(t, customerOpts{tenant: uuid.New()})
+	// An erased customer keeps its row but loses its data key: no greetings.
+	erased := b.newCustomer(t, customerOpts{zone: "Europe/Berlin"})
+	_, err = b.pool.Exec(context.Background(), `DELETE FROM customer_keys WHERE tenant_id = $1 AND customer_id = $2`, b.tenant, erased)
+	require.NoError(t, err)
 
 	// 10:00 in Shanghai is 02:00 UTC; in Berlin (UTC+2) 08:00 UTC.
 	b.at(t, utc("2026-09-25T02:00:00Z"))
@@ -205,8 +209,9 @@ func TestHolidays(t *testing.T) {
 	b.at(t, utc("2026-09-25T08:00:00Z"))
 	require.Len(t, b.dueEvents(t, b.tenant), 4)
 	require.Equal(t, map[string]string{"holiday:" + midAutumn.GetId() + ":2026-09-25": "2026-09-25"}, occasionDates(t, b, berlin))
-	require.Empty(t, b.dueEvents(t, uuid.Nil))
-	_ = other
+	require.Zero(t, b.count(t, `SELECT count(*) FROM care_occasions WHERE customer_id = $1`, other),
+		"the holiday is the tenant's, not another tenant's customers'")
+	require.Empty(t, occasionDates(t, b, erased))
 
 	// The recurring holiday, every year.
 	b.at(t, utc("2026-10-01T08:00:00Z"))

@@ -18,6 +18,8 @@
 --                       zone outside it (a typo, '') falls back to
 --                       default_zone, which the caller checked the same way;
 --   due_hour            the local hour an occasion's day becomes due.
+-- Merged customers (merged_into) and erased ones (their data key is gone)
+-- have no occasions.
 -- A day is due at (date + due_hour) in the customer's zone. An occasion
 -- dated before the customer's creation (local date) is never due: catching
 -- up is for a scheduler that was down, not for customers who did not exist.
@@ -53,6 +55,7 @@ candidates AS (
     JOIN month_days md ON true
     JOIN customers c ON c.tenant_id = args.tenant_id AND c.birth_month = md.m AND c.birth_day = md.d
                     AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
 ),
 dated AS (
@@ -113,6 +116,7 @@ candidates AS (
                     AND EXTRACT(MONTH FROM c.create_time AT TIME ZONE 'UTC') = md.m
                     AND EXTRACT(DAY FROM c.create_time AT TIME ZONE 'UTC') = md.d
                     AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
 ),
 joined AS (
@@ -178,6 +182,7 @@ candidates AS (
     SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
     FROM args
     JOIN customers c ON c.tenant_id = args.tenant_id AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
     WHERE EXISTS (SELECT 1 FROM holidays)
 ),
@@ -218,6 +223,7 @@ candidates AS (
     FROM args
     JOIN purchases p ON p.tenant_id = args.tenant_id
     JOIN customers c ON c.tenant_id = p.tenant_id AND c.id = p.customer_id AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
     WHERE p.purchase_time > args.window_start - (args.follow_up_days + 2) * interval '1 day'
       AND p.purchase_time <= args.now - (args.follow_up_days - 1) * interval '1 day'
@@ -255,6 +261,7 @@ candidates AS (
     FROM args
     JOIN care_ticket_resolutions r ON r.tenant_id = args.tenant_id
     JOIN customers c ON c.tenant_id = r.tenant_id AND c.id = r.customer_id AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
     WHERE r.resolve_time > args.window_start - (args.follow_up_days + 2) * interval '1 day'
       AND r.resolve_time <= args.now - (args.follow_up_days - 1) * interval '1 day'
