@@ -61,6 +61,7 @@ type testBundle struct {
 	sealer   *pii.Sealer
 	clock    *grpcxtest.Clock
 	srv      *outreach.Server
+	conn     *grpc.ClientConn
 	client   customerv1.OutreachServiceClient
 	consents customerv1.ConsentServiceClient
 	smtp     *smtpServer
@@ -106,6 +107,7 @@ func setup(t *testing.T, opts ...setupOpts) *testBundle {
 		b.srv.Register(r)
 		consent.NewServer(b.pool, b.clock.Now).Register(r)
 	})
+	b.conn = conn
 	b.client = customerv1.NewOutreachServiceClient(conn)
 	b.consents = customerv1.NewConsentServiceClient(conn)
 	return b

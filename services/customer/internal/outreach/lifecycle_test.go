@@ -7,6 +7,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/services/customer/internal/outreach"
@@ -80,6 +82,15 @@ func TestMerge(t *testing.T) {
 
 	require.Equal(t, 1, b.deliverDue(t))
 	require.Equal(t, []string{"primary@example.org"}, b.smtp.received()[0].To)
+
+	// The profile marks the source merged; sending to it is refused.
+	_, err := b.pool.Exec(context.Background(), `UPDATE customers SET merged_into = $3, merge_time = now()
+		WHERE tenant_id = $1 AND id = $2`, b.tenant, source, primary)
+	require.NoError(t, err)
+	_, err = b.client.SendOutreach(b.ctx(), &customerv1.SendOutreachRequest{CustomerId: source.String(), Purpose: service,
+		Variables: map[string]string{"first_name": "S", "code": "C"},
+		Template:  &customerv1.SendOutreachRequest_TemplateKey{TemplateKey: "birthday"}})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
 }
 
 // TestErase: queued deliveries fail as erased (with their event), content

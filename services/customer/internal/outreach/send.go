@@ -118,6 +118,9 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 	if err != nil {
 		return store.Delivery{}, err
 	}
+	if contact.MergedInto != uuid.Nil {
+		return store.Delivery{}, errCustomerMerged
+	}
 	key, err := s.sealer.CustomerKey(ctx, tx, w.tenant, r.customerID)
 	if errors.Is(err, pii.ErrKeyDestroyed) {
 		return store.Delivery{}, errCustomerNotFound // erased: forgotten

@@ -38,6 +38,7 @@ const ServiceName = "rapport.customer.v1.OutreachService"
 const (
 	ErrorReasonTemplateKeyTaken = "OUTREACH_TEMPLATE_KEY_TAKEN"
 	ErrorReasonCustomerUnknown  = "CUSTOMER_UNKNOWN"
+	ErrorReasonCustomerMerged   = "CUSTOMER_MERGED"
 )
 
 // Domain errors, mapped to statuses once by toStatus.
@@ -48,6 +49,7 @@ var (
 	errKeyTaken         = errors.New("outreach template key taken")
 	errRequestIDReused  = errors.New("request id used for another outreach")
 	errRequestIDRace    = errors.New("request id claimed concurrently")
+	errCustomerMerged   = errors.New("customer merged into another")
 )
 
 // Server implements customerv1.OutreachServiceServer and runs the delivery
@@ -454,6 +456,9 @@ func toStatus(err error) error {
 	case errors.Is(err, errRequestIDReused):
 		return grpcx.InvalidArgumentReason(idem.ReasonKeyReused, grpcx.FieldViolation{Field: "request_id",
 			Description: "was used for another outreach (customer, template or purpose)"})
+	case errors.Is(err, errCustomerMerged):
+		return grpcx.FailedPrecondition(ErrorReasonCustomerMerged,
+			"the customer was merged into another; send to the customer it was merged into")
 	case errors.Is(err, errRequestIDRace):
 		return status.Error(codes.Aborted, "the request id is being used by a concurrent call; retry")
 	}

@@ -372,6 +372,8 @@ type Contact struct {
 	Locale      string
 	EmailSealed []byte
 	PhoneSealed []byte
+	// MergedInto is the customer this one was merged into; uuid.Nil if none.
+	MergedInto uuid.UUID
 }
 
 // CustomerContact reads a customer's locale and sealed addresses;
@@ -381,7 +383,7 @@ func (s *Store) CustomerContact(ctx context.Context, db DB, tenantID, customerID
 	if err != nil {
 		return Contact{}, interpret("read customer contact", err)
 	}
-	return Contact{Locale: r.Locale, EmailSealed: r.EmailSealed, PhoneSealed: r.PhoneSealed}, nil
+	return Contact{Locale: r.Locale, EmailSealed: r.EmailSealed, PhoneSealed: r.PhoneSealed, MergedInto: r.MergedInto.UUID}, nil
 }
 
 func ts(t time.Time) pgtype.Timestamptz {

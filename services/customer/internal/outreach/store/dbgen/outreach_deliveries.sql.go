@@ -14,7 +14,7 @@ import (
 )
 
 const outreachCustomerContact = `-- name: OutreachCustomerContact :one
-SELECT locale, email_sealed, phone_sealed FROM customers WHERE tenant_id = $1 AND id = $2
+SELECT locale, email_sealed, phone_sealed, merged_into FROM customers WHERE tenant_id = $1 AND id = $2
 `
 
 type OutreachCustomerContactParams struct {
@@ -26,14 +26,21 @@ type OutreachCustomerContactRow struct {
 	Locale      string
 	EmailSealed []byte
 	PhoneSealed []byte
+	MergedInto  uuid.NullUUID
 }
 
 // What sending needs from the profile: the locale and the sealed addresses
-// (opened by the caller with the customer's key, at send time).
+// (opened by the caller with the customer's key, at send time), and the
+// customer it was merged into, if any.
 func (q *Queries) OutreachCustomerContact(ctx context.Context, db DBTX, arg OutreachCustomerContactParams) (OutreachCustomerContactRow, error) {
 	row := db.QueryRow(ctx, outreachCustomerContact, arg.TenantID, arg.ID)
 	var i OutreachCustomerContactRow
-	err := row.Scan(&i.Locale, &i.EmailSealed, &i.PhoneSealed)
+	err := row.Scan(
+		&i.Locale,
+		&i.EmailSealed,
+		&i.PhoneSealed,
+		&i.MergedInto,
+	)
 	return i, err
 }
 
