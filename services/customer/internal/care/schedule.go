@@ -123,13 +123,15 @@ func (s *Server) round(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, now tim
 	}
 	steps := []step{{store.KindHoliday, p}}
 	if st.BirthdayEnabled {
-		steps = append(steps, step{store.KindBirthday, p})
+		q := p
+		q.Months, q.Days = store.MonthDays(p.FirstDay, p.LastDay)
+		steps = append(steps, step{store.KindBirthday, q})
 	}
 	if st.AnniversaryEnabled {
 		// Candidates are found by the UTC date of joining, a day off the
 		// local one at most: one more day each side.
 		q := p
-		q.FirstDay, q.LastDay = p.FirstDay.AddDate(0, 0, -1), p.LastDay.AddDate(0, 0, 1)
+		q.Months, q.Days = store.MonthDays(p.FirstDay.AddDate(0, 0, -1), p.LastDay.AddDate(0, 0, 1))
 		steps = append(steps, step{store.KindAnniversary, q})
 	}
 	if st.PurchaseFollowUpDays > 0 {

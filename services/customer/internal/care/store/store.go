@@ -260,6 +260,28 @@ type DueParams struct {
 	DefaultZone  string
 	DueHour      int32
 	FollowUpDays int32 // follow-up kinds only
+	// Months and Days are the (month, day) pairs birthdays and
+	// anniversaries are looked up by (MonthDays).
+	Months []int16
+	Days   []int16
+}
+
+// MonthDays returns the (month, day) pairs of the dates from first to last:
+// the birthdays (or joining days) that can fall on them. The last day of a
+// month also stands for the days that month lacks (Feb 28 of a common year
+// for Feb 29, Apr 30 for an impossible Apr 31), which fall on it.
+func MonthDays(first, last time.Time) (months, days []int16) {
+	for d := first; !d.After(last); d = d.AddDate(0, 0, 1) {
+		end := d.Day()
+		if d.AddDate(0, 0, 1).Month() != d.Month() {
+			end = 31
+		}
+		for day := d.Day(); day <= end; day++ {
+			months = append(months, int16(d.Month())) //nolint:gosec // 1..12
+			days = append(days, int16(day))           //nolint:gosec // 1..31
+		}
+	}
+	return months, days
 }
 
 // InsertDue records the due occasions of one kind for the tenant and
@@ -273,12 +295,12 @@ func (s *Store) InsertDue(ctx context.Context, tx pgx.Tx, kind string, p DuePara
 	switch kind {
 	case KindBirthday:
 		rows, err = s.q.CareOccasionsInsertBirthdays(ctx, tx, dbgen.CareOccasionsInsertBirthdaysParams{
-			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, FirstDay: p.FirstDay, LastDay: p.LastDay,
+			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, Months: p.Months, Days: p.Days,
 			DefaultZone: p.DefaultZone, DueHour: p.DueHour, Zones: p.Zones,
 		})
 	case KindAnniversary:
 		rows, err = s.q.CareOccasionsInsertAnniversaries(ctx, tx, dbgen.CareOccasionsInsertAnniversariesParams{
-			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, FirstDay: p.FirstDay, LastDay: p.LastDay,
+			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, Months: p.Months, Days: p.Days,
 			DefaultZone: p.DefaultZone, DueHour: p.DueHour, Zones: p.Zones,
 		})
 	case KindHoliday:

@@ -148,25 +148,16 @@ func (q *Queries) CareOccasionsByDate(ctx context.Context, db DBTX, arg CareOcca
 const careOccasionsInsertAnniversaries = `-- name: CareOccasionsInsertAnniversaries :many
 WITH args AS (
     SELECT $1::uuid AS tenant_id, $2::timestamptz AS now, $3::timestamptz AS window_start,
-           $4::date AS first_day, $5::date AS last_day, $6::text AS default_zone,
-           $7::int AS due_hour
+           $4::int AS due_hour
 ),
-zones AS (SELECT unnest($8::text[]) AS name),
-days AS (
-    SELECT gs::date AS day FROM args, generate_series(args.first_day, args.last_day, interval '1 day') AS gs
-),
+zones AS (SELECT unnest($5::text[]) AS name),
 month_days AS (
-    SELECT DISTINCT extract(month FROM days.day) AS m, dd::numeric AS d
-    FROM days,
-         generate_series(extract(day FROM days.day)::int,
-                         CASE WHEN extract(month FROM days.day + 1) <> extract(month FROM days.day) THEN 31
-                              ELSE extract(day FROM days.day)::int END) AS dd
+    SELECT unnest($6::smallint[])::numeric AS m, unnest($7::smallint[])::numeric AS d
 ),
 candidates AS (
-    SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
-    FROM args
-    JOIN month_days md ON true
-    JOIN customers c ON c.tenant_id = args.tenant_id
+    SELECT c.id AS customer_id, c.create_time, coalesce(z.name, $8::text) AS zone
+    FROM month_days md
+    JOIN customers c ON c.tenant_id = $1
                     AND EXTRACT(MONTH FROM c.create_time AT TIME ZONE 'UTC') = md.m
                     AND EXTRACT(DAY FROM c.create_time AT TIME ZONE 'UTC') = md.d
                     AND c.merged_into IS NULL
@@ -212,11 +203,11 @@ type CareOccasionsInsertAnniversariesParams struct {
 	TenantID    uuid.UUID
 	Now         time.Time
 	WindowStart time.Time
-	FirstDay    time.Time
-	LastDay     time.Time
-	DefaultZone string
 	DueHour     int32
 	Zones       []string
+	Months      []int16
+	Days        []int16
+	DefaultZone string
 }
 
 // CareOccasionsInsertAnniversaries: the anniversary of the customer's
@@ -230,11 +221,11 @@ func (q *Queries) CareOccasionsInsertAnniversaries(ctx context.Context, db DBTX,
 		arg.TenantID,
 		arg.Now,
 		arg.WindowStart,
-		arg.FirstDay,
-		arg.LastDay,
-		arg.DefaultZone,
 		arg.DueHour,
 		arg.Zones,
+		arg.Months,
+		arg.Days,
+		arg.DefaultZone,
 	)
 	if err != nil {
 		return nil, err
@@ -269,28 +260,17 @@ const careOccasionsInsertBirthdays = `-- name: CareOccasionsInsertBirthdays :man
 
 WITH args AS (
     SELECT $1::uuid AS tenant_id, $2::timestamptz AS now, $3::timestamptz AS window_start,
-           $4::date AS first_day, $5::date AS last_day, $6::text AS default_zone,
-           $7::int AS due_hour
+           $4::int AS due_hour
 ),
-zones AS (SELECT unnest($8::text[]) AS name),
-days AS (
-    SELECT gs::date AS day FROM args, generate_series(args.first_day, args.last_day, interval '1 day') AS gs
-),
+zones AS (SELECT unnest($5::text[]) AS name),
 month_days AS (
-    -- The last day of a month also stands for the days it lacks (Feb 28
-    -- in a common year for Feb 29).
-    SELECT DISTINCT extract(month FROM days.day)::smallint AS m, dd::smallint AS d
-    FROM days,
-         generate_series(extract(day FROM days.day)::int,
-                         CASE WHEN extract(month FROM days.day + 1) <> extract(month FROM days.day) THEN 31
-                              ELSE extract(day FROM days.day)::int END) AS dd
+    SELECT unnest($6::smallint[]) AS m, unnest($7::smallint[]) AS d
 ),
 candidates AS (
     SELECT c.id AS customer_id, c.birth_month, c.birth_day, c.create_time,
-           coalesce(z.name, args.default_zone) AS zone
-    FROM args
-    JOIN month_days md ON true
-    JOIN customers c ON c.tenant_id = args.tenant_id AND c.birth_month = md.m AND c.birth_day = md.d
+           coalesce(z.name, $8::text) AS zone
+    FROM month_days md
+    JOIN customers c ON c.tenant_id = $1 AND c.birth_month = md.m AND c.birth_day = md.d
                     AND c.merged_into IS NULL
                     AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
@@ -327,11 +307,11 @@ type CareOccasionsInsertBirthdaysParams struct {
 	TenantID    uuid.UUID
 	Now         time.Time
 	WindowStart time.Time
-	FirstDay    time.Time
-	LastDay     time.Time
-	DefaultZone string
 	DueHour     int32
 	Zones       []string
+	Months      []int16
+	Days        []int16
+	DefaultZone string
 }
 
 // The scheduler's statements: one INSERT ... SELECT per occasion kind, for
@@ -351,6 +331,10 @@ type CareOccasionsInsertBirthdaysParams struct {
 //	first_day, last_day the UTC dates a due occasion's local date can fall
 //	                    on (the window widened by a day each side: local
 //	                    dates run up to 14 hours ahead of or 12 behind UTC);
+//	months, days        the (month, day) pairs of those dates, a month's
+//	                    last day standing also for the days it lacks (Feb
+//	                    28 of a common year for Feb 29): the candidates'
+//	                    index keys, as a short list the planner probes;
 //	zones               the time zone names PostgreSQL knows: a customer's
 //	                    zone outside it (a typo, '') falls back to
 //	                    default_zone, which the caller checked the same way;
@@ -371,11 +355,11 @@ func (q *Queries) CareOccasionsInsertBirthdays(ctx context.Context, db DBTX, arg
 		arg.TenantID,
 		arg.Now,
 		arg.WindowStart,
-		arg.FirstDay,
-		arg.LastDay,
-		arg.DefaultZone,
 		arg.DueHour,
 		arg.Zones,
+		arg.Months,
+		arg.Days,
+		arg.DefaultZone,
 	)
 	if err != nil {
 		return nil, err

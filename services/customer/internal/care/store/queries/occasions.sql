@@ -14,6 +14,10 @@
 --   first_day, last_day the UTC dates a due occasion's local date can fall
 --                       on (the window widened by a day each side: local
 --                       dates run up to 14 hours ahead of or 12 behind UTC);
+--   months, days        the (month, day) pairs of those dates, a month's
+--                       last day standing also for the days it lacks (Feb
+--                       28 of a common year for Feb 29): the candidates'
+--                       index keys, as a short list the planner probes;
 --   zones               the time zone names PostgreSQL knows: a customer's
 --                       zone outside it (a typo, '') falls back to
 --                       default_zone, which the caller checked the same way;
@@ -32,28 +36,17 @@
 -- name: CareOccasionsInsertBirthdays :many
 WITH args AS (
     SELECT @tenant_id::uuid AS tenant_id, @now::timestamptz AS now, @window_start::timestamptz AS window_start,
-           @first_day::date AS first_day, @last_day::date AS last_day, @default_zone::text AS default_zone,
            @due_hour::int AS due_hour
 ),
 zones AS (SELECT unnest(@zones::text[]) AS name),
-days AS (
-    SELECT gs::date AS day FROM args, generate_series(args.first_day, args.last_day, interval '1 day') AS gs
-),
 month_days AS (
-    -- The last day of a month also stands for the days it lacks (Feb 28
-    -- in a common year for Feb 29).
-    SELECT DISTINCT extract(month FROM days.day)::smallint AS m, dd::smallint AS d
-    FROM days,
-         generate_series(extract(day FROM days.day)::int,
-                         CASE WHEN extract(month FROM days.day + 1) <> extract(month FROM days.day) THEN 31
-                              ELSE extract(day FROM days.day)::int END) AS dd
+    SELECT unnest(@months::smallint[]) AS m, unnest(@days::smallint[]) AS d
 ),
 candidates AS (
     SELECT c.id AS customer_id, c.birth_month, c.birth_day, c.create_time,
-           coalesce(z.name, args.default_zone) AS zone
-    FROM args
-    JOIN month_days md ON true
-    JOIN customers c ON c.tenant_id = args.tenant_id AND c.birth_month = md.m AND c.birth_day = md.d
+           coalesce(z.name, @default_zone::text) AS zone
+    FROM month_days md
+    JOIN customers c ON c.tenant_id = @tenant_id AND c.birth_month = md.m AND c.birth_day = md.d
                     AND c.merged_into IS NULL
                     AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
     LEFT JOIN zones z ON z.name = c.time_zone
@@ -94,25 +87,16 @@ RETURNING tenant_id, id, customer_id, kind, occasion_key, occasion_date, due_tim
 -- name: CareOccasionsInsertAnniversaries :many
 WITH args AS (
     SELECT @tenant_id::uuid AS tenant_id, @now::timestamptz AS now, @window_start::timestamptz AS window_start,
-           @first_day::date AS first_day, @last_day::date AS last_day, @default_zone::text AS default_zone,
            @due_hour::int AS due_hour
 ),
 zones AS (SELECT unnest(@zones::text[]) AS name),
-days AS (
-    SELECT gs::date AS day FROM args, generate_series(args.first_day, args.last_day, interval '1 day') AS gs
-),
 month_days AS (
-    SELECT DISTINCT extract(month FROM days.day) AS m, dd::numeric AS d
-    FROM days,
-         generate_series(extract(day FROM days.day)::int,
-                         CASE WHEN extract(month FROM days.day + 1) <> extract(month FROM days.day) THEN 31
-                              ELSE extract(day FROM days.day)::int END) AS dd
+    SELECT unnest(@months::smallint[])::numeric AS m, unnest(@days::smallint[])::numeric AS d
 ),
 candidates AS (
-    SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
-    FROM args
-    JOIN month_days md ON true
-    JOIN customers c ON c.tenant_id = args.tenant_id
+    SELECT c.id AS customer_id, c.create_time, coalesce(z.name, @default_zone::text) AS zone
+    FROM month_days md
+    JOIN customers c ON c.tenant_id = @tenant_id
                     AND EXTRACT(MONTH FROM c.create_time AT TIME ZONE 'UTC') = md.m
                     AND EXTRACT(DAY FROM c.create_time AT TIME ZONE 'UTC') = md.d
                     AND c.merged_into IS NULL
