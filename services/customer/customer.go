@@ -20,12 +20,19 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/service"
+	"github.com/rapporthq/rapport/pkg/inbox"
+	"github.com/rapporthq/rapport/services/customer/internal/care"
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
+	"github.com/rapporthq/rapport/services/customer/internal/insight"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
+	"github.com/rapporthq/rapport/services/customer/internal/outreach"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase"
 	"github.com/rapporthq/rapport/services/customer/internal/server"
 	"github.com/rapporthq/rapport/services/customer/internal/store"
+	"github.com/rapporthq/rapport/services/customer/internal/timeline"
 )
 
 // Name is the service's name: its schema, its stream's subject token and its
@@ -49,8 +56,20 @@ type Service struct {
 	grpc      *server.Server
 	consent   *consent.Server
 	purchases *purchase.Server
-	recompute time.Duration
-	relay     *service.Relay
+	timeline  *timeline.Server
+	care      *care.Server
+	outreach  *outreach.Server
+	insight   *insight.Server
+	privacy   *privacy.Server
+
+	// Background work, started by Run; the consumers are nil without
+	// JetStream.
+	projector      *timeline.Projector
+	tickets        *inbox.Consumer
+	recompute      time.Duration
+	careEvery      time.Duration
+	recommendEvery time.Duration
+	relay          *service.Relay
 }
 
 // ConsentServiceName is the consent and contact-governor API's gRPC name.
@@ -66,6 +85,23 @@ type Config struct {
 	// purchase also recomputes its customer at once.
 	SegmentRecompute time.Duration
 
+	// CareSchedule is how often the care calendar looks for occasions
+	// that have fallen due; 0 means 1 min.
+	CareSchedule time.Duration
+
+	// RecommendationRefresh is how often each tenant's item co-occurrence
+	// counts are rebuilt; 0 means 6 h.
+	RecommendationRefresh time.Duration
+
+	// StreamReplicas is the replica count of another service's stream this
+	// service must create because that service has not started yet
+	// (RAPPORT_NATS_REPLICAS); below 1 means 1.
+	StreamReplicas int
+
+	// Outreach configures the delivery drivers (SMTP, webhooks) and their
+	// retries. A channel without a driver cannot send.
+	Outreach OutreachConfig
+
 	// MasterKey wraps every tenant's keys, which wrap every customer's data
 	// key (DESIGN.md §3 Data): MasterKeySize random bytes, from
 	// RAPPORT_MASTER_KEY (base64, see ParseMasterKey). Required: there is
@@ -75,6 +111,10 @@ type Config struct {
 	// pass GenerateMasterKey's.
 	MasterKey []byte
 }
+
+// OutreachConfig configures outreach delivery; its fields carry the
+// RAPPORT_OUTREACH_* names they are read from.
+type OutreachConfig = outreach.Config
 
 // MasterKeySize is the length of Config.MasterKey in bytes.
 const MasterKeySize = pii.MasterKeySize
@@ -92,17 +132,59 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	profiles := profile.NewService(store.New(sealer), deps.Now)
-	every := cfg.SegmentRecompute
-	if every == 0 {
-		every = 6 * time.Hour
-	}
 	purchases := purchase.NewServer(deps.Pool, deps.Now)
 	purchases.Logger = deps.Logger
-	return &Service{grpc: server.New(deps.Pool, profiles, sealer),
-		consent:   consent.NewServer(deps.Pool, deps.Now),
-		purchases: purchases,
-		recompute: every, relay: relay}, nil
+	consents := consent.NewServer(deps.Pool, deps.Now)
+	timelines := timeline.NewServer(deps.Pool, sealer, deps.Now)
+	cares := care.NewServer(deps.Pool, sealer, deps.Now)
+	cares.Logger = deps.Logger
+	out, err := outreach.New(deps.Pool, sealer, cfg.Outreach, deps.Now, deps.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	insights := insight.NewServer(deps.Pool, deps.Now)
+	insights.Logger = deps.Logger
+
+	// Every package holding data about a customer takes part in a merge,
+	// an export and an erasure (package lifecycle).
+	timelineSteps, careSteps, outreachSteps := timeline.NewLifecycle(sealer), cares.Lifecycle(), out
+	repo := store.New(sealer)
+	profiles := profile.NewService(repo, deps.Now,
+		purchases.Merger(), consents.Merger(), timelineSteps, careSteps, outreachSteps)
+	api := server.New(deps.Pool, profiles, sealer)
+	consents.SetSuppressor(privacy.NewSuppressions(sealer, repo))
+	privacies, err := privacy.NewServer(privacy.Deps{Pool: deps.Pool, Sealer: sealer, Profiles: repo,
+		Profile: api.ProfileExporter(), Now: deps.Now,
+		Exporters: []lifecycle.Exporter{consents.Privacy(), purchases.Privacy(), timelineSteps, careSteps, outreachSteps},
+		Erasers:   []lifecycle.Eraser{consents.Privacy(), purchases.Privacy(), timelineSteps, careSteps, outreachSteps}})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+
+	s := &Service{grpc: api, consent: consents, purchases: purchases, timeline: timelines, care: cares,
+		outreach: out, insight: insights, privacy: privacies, relay: relay,
+		recompute:      orDefault(cfg.SegmentRecompute, 6*time.Hour),
+		careEvery:      orDefault(cfg.CareSchedule, time.Minute),
+		recommendEvery: orDefault(cfg.RecommendationRefresh, 6*time.Hour)}
+	if deps.JetStream != nil {
+		s.projector, err = timeline.NewProjector(deps.Pool, deps.JetStream, timeline.ProjectorConfig{
+			Logger: deps.Logger, Registerer: deps.Registerer, Now: deps.Now, StreamReplicas: cfg.StreamReplicas})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
+		s.tickets, err = cares.TicketConsumer(deps.JetStream, inbox.Config{Logger: deps.Logger, Registerer: deps.Registerer})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
+	}
+	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // GenerateMasterKey returns a new random master key (tests, and
@@ -176,18 +258,37 @@ func (s *Service) Register(srv grpc.ServiceRegistrar) {
 	customerv1.RegisterCustomerServiceServer(srv, s.grpc)
 	s.consent.Register(srv)
 	s.purchases.Register(srv)
+	s.timeline.Register(srv)
+	s.care.Register(srv)
+	s.outreach.Register(srv)
+	s.insight.Register(srv)
+	s.privacy.Register(srv)
 }
 
-// Run relays the service's events and recomputes segments on schedule until
-// ctx ends. Either failing stops both.
+// Run relays the service's events, projects other services' events onto
+// the timeline, and runs the schedules (segments, care calendar,
+// recommendations) and the outreach worker until ctx ends. Any of them
+// failing stops all.
 func (s *Service) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.relay.Run(ctx) })
-	g.Go(func() error {
-		if err := s.purchases.RunRecompute(ctx, s.recompute); err != nil && ctx.Err() == nil {
-			return fmt.Errorf("%s segment recompute: %w", Name, err)
-		}
-		return nil
-	})
+	loop := func(what string, run func(context.Context) error) {
+		g.Go(func() error {
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("%s %s: %w", Name, what, err)
+			}
+			return nil
+		})
+	}
+	loop("segment recompute", func(ctx context.Context) error { return s.purchases.RunRecompute(ctx, s.recompute) })
+	loop("care calendar", func(ctx context.Context) error { return s.care.Run(ctx, s.careEvery) })
+	loop("recommendation refresh", func(ctx context.Context) error { return s.insight.RunRefresh(ctx, s.recommendEvery) })
+	loop("outreach worker", s.outreach.Run)
+	if s.projector != nil {
+		loop("timeline projection", s.projector.Run)
+	}
+	if s.tickets != nil {
+		loop("care ticket consumer", s.tickets.Run)
+	}
 	return g.Wait()
 }

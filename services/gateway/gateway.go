@@ -87,6 +87,11 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 		"consent":  customerv1.RegisterConsentServiceHandler,
 		"purchase": customerv1.RegisterPurchaseServiceHandler,
 		"segment":  customerv1.RegisterSegmentServiceHandler,
+		"timeline": customerv1.RegisterTimelineServiceHandler,
+		"care":     customerv1.RegisterCareServiceHandler,
+		"outreach": customerv1.RegisterOutreachServiceHandler,
+		"insight":  customerv1.RegisterInsightServiceHandler,
+		"privacy":  customerv1.RegisterPrivacyServiceHandler,
 	} {
 		if err := register(ctx, mux, deps.Customer); err != nil {
 			return nil, fmt.Errorf("gateway: register %s: %w", name, err)

@@ -74,7 +74,9 @@ var services = map[string]serviceDef{
 			if err != nil {
 				return nil, err
 			}
-			return customer.New(ctx, d, customer.Config{Config: c, MasterKey: key})
+			return customer.New(ctx, d, customer.Config{Config: c, MasterKey: key, Outreach: cfg.Outreach,
+				CareSchedule: cfg.CareSchedule, SegmentRecompute: cfg.SegmentRecompute,
+				RecommendationRefresh: cfg.RecommendationRefresh, StreamReplicas: cfg.NATSReplicas})
 		}},
 	ticket.Name: {ticket.Migrations,
 		func(ctx context.Context, d service.Deps, c service.Config, _ Config) (runner, error) {
@@ -208,6 +210,10 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 		return nil, err
 	}
 	s.background = append(s.background, named{"access-maintenance", keyWork.Run})
+	// Refused calls (no or bad credentials, a role without the method) are
+	// recorded in access.auth_failures, off the call's path.
+	authFailures := apikey.NewAuthFailureLog(accessPool, apikey.AuthFailureLogConfig{Logger: logger.With("component", "auth-failures")})
+	s.background = append(s.background, named{"auth-failures", authFailures.Run})
 	authFunc := apikey.AuthFunc(verifier.AuthFunc(), keys)
 	policy := &authz.Policy{}
 	limiter := ratelimit.New(cfg.RateLimit.limiterConfig())
@@ -215,10 +221,11 @@ func Build(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (
 		return nil, fmt.Errorf("rate limiter metrics: %w", err)
 	}
 	s.grpc, err = grpcx.NewServer(grpcx.ServerConfig{
-		Logger:     logger.With("component", "grpc"),
-		Registerer: reg,
-		Authorize:  policy.Authorize,
-		RateLimit:  limiter.UnaryServerInterceptor(ratelimit.KeyFromPrincipal),
+		Logger:        logger.With("component", "grpc"),
+		Registerer:    reg,
+		Authorize:     policy.Authorize,
+		RateLimit:     limiter.UnaryServerInterceptor(ratelimit.KeyFromPrincipal),
+		OnAuthFailure: authFailures.Record,
 		AuthFunc: func(ctx context.Context) (context.Context, error) {
 			ctx, err := authFunc(ctx)
 			if err == nil {

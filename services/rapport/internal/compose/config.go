@@ -54,6 +54,20 @@ type Config struct {
 	// the same key; losing it loses all personal data.
 	MasterKey string `env:"RAPPORT_MASTER_KEY" json:"master_key"`
 
+	// Outreach configures the customer service's delivery drivers (SMTP
+	// email, Standard Webhooks for SMS and messaging) and their retries,
+	// from RAPPORT_OUTREACH_*. Without a driver a channel cannot send: its
+	// deliveries fail with reason no_driver. Passwords and webhook secrets
+	// never appear in -print-config.
+	Outreach customer.OutreachConfig `json:"outreach"`
+	// CareSchedule is how often the care calendar looks for occasions that
+	// fell due.
+	CareSchedule time.Duration `env:"RAPPORT_CARE_SCHEDULE, default=1m" json:"care_schedule"`
+	// SegmentRecompute and RecommendationRefresh are how often every
+	// tenant's RFM segments and item co-occurrence counts are rebuilt.
+	SegmentRecompute      time.Duration `env:"RAPPORT_SEGMENT_RECOMPUTE, default=6h" json:"segment_recompute"`
+	RecommendationRefresh time.Duration `env:"RAPPORT_RECOMMENDATION_REFRESH, default=6h" json:"recommendation_refresh"`
+
 	// RateLimit bounds calls per tenant and per principal, per process.
 	RateLimit RateLimitConfig `json:"rate_limit"`
 	// CORSAllowedOrigins is a comma list of origins whose browsers may call

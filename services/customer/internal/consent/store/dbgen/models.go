@@ -11,6 +11,79 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type CareHoliday struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	Name        string
+	HolidayDate pgtype.Date
+	Month       pgtype.Int2
+	Day         pgtype.Int2
+	CreateTime  time.Time
+}
+
+type CareOccasion struct {
+	TenantID     uuid.UUID
+	ID           uuid.UUID
+	CustomerID   uuid.UUID
+	Kind         string
+	OccasionKey  string
+	OccasionDate pgtype.Date
+	DueTime      time.Time
+	TimeZone     string
+	ReferenceID  uuid.NullUUID
+	CreateTime   time.Time
+}
+
+type CarePlan struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	CustomerID  uuid.UUID
+	TitleSealed []byte
+	CreatedBy   string
+	CreateTime  time.Time
+}
+
+type CareSchedule struct {
+	TenantID    uuid.UUID
+	NextRunTime time.Time
+	LastRunTime pgtype.Timestamptz
+	Rounds      int64
+}
+
+type CareSetting struct {
+	TenantID             uuid.UUID
+	BirthdayEnabled      bool
+	AnniversaryEnabled   bool
+	PurchaseFollowupDays int32
+	TicketFollowupDays   int32
+	DefaultTimeZone      string
+	DueHour              int16
+	Version              int64
+	UpdateTime           time.Time
+}
+
+type CareTask struct {
+	TenantID          uuid.UUID
+	ID                uuid.UUID
+	PlanID            uuid.UUID
+	CustomerID        uuid.UUID
+	Position          int32
+	TitleSealed       []byte
+	Assignee          string
+	DueTime           time.Time
+	Status            string
+	CompleteTime      pgtype.Timestamptz
+	CompletedBy       pgtype.Text
+	OutcomeNoteSealed []byte
+}
+
+type CareTicketResolution struct {
+	TenantID    uuid.UUID
+	TicketID    uuid.UUID
+	CustomerID  uuid.UUID
+	ResolveTime time.Time
+}
+
 type ConsentEvent struct {
 	TenantID      uuid.UUID
 	CustomerID    uuid.UUID
@@ -80,6 +153,13 @@ type ContactSetting struct {
 	CreateTime            time.Time
 }
 
+type ContactSuppression struct {
+	TenantID    uuid.UUID
+	Kind        string
+	Fingerprint []byte
+	CreateTime  time.Time
+}
+
 type ContactTouch struct {
 	TenantID      uuid.UUID
 	ID            uuid.UUID
@@ -114,6 +194,7 @@ type Customer struct {
 	AttributesSealed  []byte
 	MergedInto        uuid.NullUUID
 	MergeTime         pgtype.Timestamptz
+	EraseTime         pgtype.Timestamptz
 }
 
 type CustomerExternalRef struct {
@@ -149,6 +230,75 @@ type CustomerSegment struct {
 	UpdateTime        time.Time
 }
 
+type Interaction struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	CustomerID    uuid.UUID
+	Kind          string
+	OccurTime     time.Time
+	CreateTime    time.Time
+	AgentID       string
+	Direction     string
+	SummarySealed []byte
+	BodySealed    []byte
+	SourceEventID pgtype.Text
+	SourceSubject pgtype.Text
+	ReferenceID   string
+	Details       []byte
+}
+
+type OutreachDelivery struct {
+	TenantID          uuid.UUID
+	ID                uuid.UUID
+	CustomerID        uuid.UUID
+	SealedCustomerID  uuid.UUID
+	TemplateID        uuid.UUID
+	TemplateKey       string
+	Channel           string
+	Purpose           string
+	Locale            string
+	Status            string
+	ContentSealed     []byte
+	Attempts          int32
+	NextAttemptTime   pgtype.Timestamptz
+	LastErrorCode     string
+	FailureReason     string
+	RefusalReason     string
+	NextAllowedTime   pgtype.Timestamptz
+	ProviderMessageID string
+	RequestID         uuid.NullUUID
+	Version           int64
+	CreateTime        time.Time
+	UpdateTime        time.Time
+	SendTime          pgtype.Timestamptz
+}
+
+type OutreachTemplate struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	Key           string
+	Channel       string
+	DefaultLocale string
+	Variants      []byte
+	Version       int64
+	CreateTime    time.Time
+	UpdateTime    time.Time
+}
+
+type PiiAudit struct {
+	TenantID       uuid.UUID
+	ID             uuid.UUID
+	OccurTime      time.Time
+	ActorSubject   string
+	ActorRoles     []string
+	Action         string
+	Method         string
+	CustomerIds    []uuid.UUID
+	Fields         []string
+	RequestID      string
+	IdempotencyKey uuid.NullUUID
+}
+
 type Purchase struct {
 	TenantID         uuid.UUID
 	ID               uuid.UUID
@@ -172,6 +322,32 @@ type PurchaseItem struct {
 	Quantity       int32
 	CurrencyCode   string
 	UnitPriceMinor int64
+}
+
+type RecommendationItem struct {
+	TenantID uuid.UUID
+	Sku      string
+	Category string
+	Buyers   int64
+	Rank     int32
+}
+
+type RecommendationPair struct {
+	TenantID uuid.UUID
+	Sku      string
+	Rank     int32
+	OtherSku string
+	CoBuyers int64
+	Score    float64
+}
+
+type RecommendationSchedule struct {
+	TenantID    uuid.UUID
+	NextRunTime time.Time
+	LastRunTime pgtype.Timestamptz
+	Rounds      int64
+	Items       int64
+	Pairs       int64
 }
 
 type SegmentSchedule struct {
