@@ -134,15 +134,21 @@ func (s *Server) round(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, now tim
 		q.Months, q.Days = store.MonthDays(p.FirstDay.AddDate(0, 0, -1), p.LastDay.AddDate(0, 0, 1))
 		steps = append(steps, step{store.KindAnniversary, q})
 	}
-	if st.PurchaseFollowUpDays > 0 {
+	followUp := func(days int32) store.DueParams {
+		// A follow-up is due days after the local date of its source, at
+		// the due hour: its source lies days before the window, give or
+		// take a day for the zone and one for the hour.
 		q := p
-		q.FollowUpDays = st.PurchaseFollowUpDays
-		steps = append(steps, step{store.KindPurchaseFollowUp, q})
+		q.FollowUpDays = days
+		q.SourceAfter = windowStart.AddDate(0, 0, -int(days)-2)
+		q.SourceBefore = now.AddDate(0, 0, -int(days)+1)
+		return q
+	}
+	if st.PurchaseFollowUpDays > 0 {
+		steps = append(steps, step{store.KindPurchaseFollowUp, followUp(st.PurchaseFollowUpDays)})
 	}
 	if st.TicketFollowUpDays > 0 {
-		q := p
-		q.FollowUpDays = st.TicketFollowUpDays
-		steps = append(steps, step{store.KindTicketFollowUp, q})
+		steps = append(steps, step{store.KindTicketFollowUp, followUp(st.TicketFollowUpDays)})
 	}
 	var all []store.Occasion
 	for _, st := range steps {

@@ -260,6 +260,10 @@ type DueParams struct {
 	DefaultZone  string
 	DueHour      int32
 	FollowUpDays int32 // follow-up kinds only
+	// SourceAfter and SourceBefore bound the purchase or resolution times
+	// whose follow-up can be due in the window (follow-up kinds only).
+	SourceAfter  time.Time
+	SourceBefore time.Time
 	// Months and Days are the (month, day) pairs birthdays and
 	// anniversaries are looked up by (MonthDays).
 	Months []int16
@@ -312,11 +316,13 @@ func (s *Store) InsertDue(ctx context.Context, tx pgx.Tx, kind string, p DuePara
 		rows, err = s.q.CareOccasionsInsertPurchaseFollowUps(ctx, tx, dbgen.CareOccasionsInsertPurchaseFollowUpsParams{
 			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, FirstDay: p.FirstDay, LastDay: p.LastDay,
 			DefaultZone: p.DefaultZone, DueHour: p.DueHour, Zones: p.Zones, FollowUpDays: p.FollowUpDays,
+			SourceAfter: p.SourceAfter, SourceBefore: p.SourceBefore,
 		})
 	case KindTicketFollowUp:
 		rows, err = s.q.CareOccasionsInsertTicketFollowUps(ctx, tx, dbgen.CareOccasionsInsertTicketFollowUpsParams{
 			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, FirstDay: p.FirstDay, LastDay: p.LastDay,
 			DefaultZone: p.DefaultZone, DueHour: p.DueHour, Zones: p.Zones, FollowUpDays: p.FollowUpDays,
+			SourceAfter: p.SourceAfter, SourceBefore: p.SourceBefore,
 		})
 	default:
 		return nil, fmt.Errorf("insert due occasions: unknown kind %q", kind)

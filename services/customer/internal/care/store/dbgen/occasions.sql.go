@@ -161,7 +161,7 @@ candidates AS (
                     AND EXTRACT(MONTH FROM c.create_time AT TIME ZONE 'UTC') = md.m
                     AND EXTRACT(DAY FROM c.create_time AT TIME ZONE 'UTC') = md.d
                     AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
 ),
 joined AS (
@@ -272,7 +272,7 @@ candidates AS (
     FROM month_days md
     JOIN customers c ON c.tenant_id = $1 AND c.birth_month = md.m AND c.birth_day = md.d
                     AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
 ),
 dated AS (
@@ -341,7 +341,9 @@ type CareOccasionsInsertBirthdaysParams struct {
 //	due_hour            the local hour an occasion's day becomes due.
 //
 // Merged customers (merged_into) and erased ones (their data key is gone)
-// have no occasions.
+// have no occasions. The key check ends in OFFSET 0 so that it stays a probe
+// of customer_keys' primary key per candidate: as a semi-join the planner
+// hashed every tenant's keys to check a few hundred candidates.
 // A day is due at (date + due_hour) in the customer's zone. An occasion
 // dated before the customer's creation (local date) is never due: catching
 // up is for a scheduler that was down, not for customers who did not exist.
@@ -399,13 +401,13 @@ WITH args AS (
 zones AS (SELECT unnest($8::text[]) AS name),
 holidays AS (
     SELECT h.id AS holiday_id, h.holiday_date AS holiday_date
-    FROM args JOIN care_holidays h ON h.tenant_id = args.tenant_id
+    FROM args JOIN care_holidays h ON h.tenant_id = $1
     WHERE h.holiday_date BETWEEN args.first_day AND args.last_day
     UNION ALL
     SELECT r.id, r.on_date
     FROM (SELECT h.id, make_date(y, h.month, h.day) AS on_date, args.first_day, args.last_day
           FROM args
-          JOIN care_holidays h ON h.tenant_id = args.tenant_id AND h.month IS NOT NULL
+          JOIN care_holidays h ON h.tenant_id = $1 AND h.month IS NOT NULL
           CROSS JOIN generate_series(extract(year FROM args.first_day)::int, extract(year FROM args.last_day)::int) AS y
          ) AS r
     WHERE r.on_date BETWEEN r.first_day AND r.last_day
@@ -413,8 +415,8 @@ holidays AS (
 candidates AS (
     SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
     FROM args
-    JOIN customers c ON c.tenant_id = args.tenant_id AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+    JOIN customers c ON c.tenant_id = $1 AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
     WHERE EXISTS (SELECT 1 FROM holidays)
 ),
@@ -505,12 +507,11 @@ candidates AS (
     SELECT p.id AS purchase_id, p.customer_id, coalesce(z.name, args.default_zone) AS zone,
            timezone(coalesce(z.name, args.default_zone), p.purchase_time)::date + args.follow_up_days AS occasion_date
     FROM args
-    JOIN purchases p ON p.tenant_id = args.tenant_id
+    JOIN purchases p ON p.tenant_id = $1
     JOIN customers c ON c.tenant_id = p.tenant_id AND c.id = p.customer_id AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
-    WHERE p.purchase_time > args.window_start - (args.follow_up_days + 2) * interval '1 day'
-      AND p.purchase_time <= args.now - (args.follow_up_days - 1) * interval '1 day'
+    WHERE p.purchase_time > $10::timestamptz AND p.purchase_time <= $11::timestamptz
 ),
 due AS (
     SELECT ca.purchase_id, ca.customer_id, ca.zone, ca.occasion_date,
@@ -539,13 +540,15 @@ type CareOccasionsInsertPurchaseFollowUpsParams struct {
 	DueHour      int32
 	FollowUpDays int32
 	Zones        []string
+	SourceAfter  time.Time
+	SourceBefore time.Time
 }
 
 // CareOccasionsInsertPurchaseFollowUps: the follow-up of each purchase,
 // follow_up_days after the local date of the purchase. Only purchases whose
-// follow-up can be due in the window are read (purchases_time): from two
-// days before window_start minus the days (a local date up to a day off,
-// plus the due hour) to a day after now minus the days.
+// follow-up can be due in the window are read (purchases_time), those made
+// in (source_after, source_before]: the window moved back by the days and
+// widened by a local date up to a day off and the due hour (DueParams).
 func (q *Queries) CareOccasionsInsertPurchaseFollowUps(ctx context.Context, db DBTX, arg CareOccasionsInsertPurchaseFollowUpsParams) ([]CareOccasion, error) {
 	rows, err := db.Query(ctx, careOccasionsInsertPurchaseFollowUps,
 		arg.TenantID,
@@ -557,6 +560,8 @@ func (q *Queries) CareOccasionsInsertPurchaseFollowUps(ctx context.Context, db D
 		arg.DueHour,
 		arg.FollowUpDays,
 		arg.Zones,
+		arg.SourceAfter,
+		arg.SourceBefore,
 	)
 	if err != nil {
 		return nil, err
@@ -599,12 +604,11 @@ candidates AS (
     SELECT r.ticket_id, r.customer_id, coalesce(z.name, args.default_zone) AS zone,
            timezone(coalesce(z.name, args.default_zone), r.resolve_time)::date + args.follow_up_days AS occasion_date
     FROM args
-    JOIN care_ticket_resolutions r ON r.tenant_id = args.tenant_id
+    JOIN care_ticket_resolutions r ON r.tenant_id = $1
     JOIN customers c ON c.tenant_id = r.tenant_id AND c.id = r.customer_id AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
-    WHERE r.resolve_time > args.window_start - (args.follow_up_days + 2) * interval '1 day'
-      AND r.resolve_time <= args.now - (args.follow_up_days - 1) * interval '1 day'
+    WHERE r.resolve_time > $10::timestamptz AND r.resolve_time <= $11::timestamptz
 ),
 due AS (
     SELECT ca.ticket_id, ca.customer_id, ca.zone, ca.occasion_date,
@@ -633,6 +637,8 @@ type CareOccasionsInsertTicketFollowUpsParams struct {
 	DueHour      int32
 	FollowUpDays int32
 	Zones        []string
+	SourceAfter  time.Time
+	SourceBefore time.Time
 }
 
 // CareOccasionsInsertTicketFollowUps: the follow-up of each resolved
@@ -649,6 +655,8 @@ func (q *Queries) CareOccasionsInsertTicketFollowUps(ctx context.Context, db DBT
 		arg.DueHour,
 		arg.FollowUpDays,
 		arg.Zones,
+		arg.SourceAfter,
+		arg.SourceBefore,
 	)
 	if err != nil {
 		return nil, err

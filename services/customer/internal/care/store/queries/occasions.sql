@@ -23,7 +23,9 @@
 --                       default_zone, which the caller checked the same way;
 --   due_hour            the local hour an occasion's day becomes due.
 -- Merged customers (merged_into) and erased ones (their data key is gone)
--- have no occasions.
+-- have no occasions. The key check ends in OFFSET 0 so that it stays a probe
+-- of customer_keys' primary key per candidate: as a semi-join the planner
+-- hashed every tenant's keys to check a few hundred candidates.
 -- A day is due at (date + due_hour) in the customer's zone. An occasion
 -- dated before the customer's creation (local date) is never due: catching
 -- up is for a scheduler that was down, not for customers who did not exist.
@@ -48,7 +50,7 @@ candidates AS (
     FROM month_days md
     JOIN customers c ON c.tenant_id = @tenant_id AND c.birth_month = md.m AND c.birth_day = md.d
                     AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
 ),
 dated AS (
@@ -100,7 +102,7 @@ candidates AS (
                     AND EXTRACT(MONTH FROM c.create_time AT TIME ZONE 'UTC') = md.m
                     AND EXTRACT(DAY FROM c.create_time AT TIME ZONE 'UTC') = md.d
                     AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
 ),
 joined AS (
@@ -151,13 +153,13 @@ WITH args AS (
 zones AS (SELECT unnest(@zones::text[]) AS name),
 holidays AS (
     SELECT h.id AS holiday_id, h.holiday_date AS holiday_date
-    FROM args JOIN care_holidays h ON h.tenant_id = args.tenant_id
+    FROM args JOIN care_holidays h ON h.tenant_id = @tenant_id
     WHERE h.holiday_date BETWEEN args.first_day AND args.last_day
     UNION ALL
     SELECT r.id, r.on_date
     FROM (SELECT h.id, make_date(y, h.month, h.day) AS on_date, args.first_day, args.last_day
           FROM args
-          JOIN care_holidays h ON h.tenant_id = args.tenant_id AND h.month IS NOT NULL
+          JOIN care_holidays h ON h.tenant_id = @tenant_id AND h.month IS NOT NULL
           CROSS JOIN generate_series(extract(year FROM args.first_day)::int, extract(year FROM args.last_day)::int) AS y
          ) AS r
     WHERE r.on_date BETWEEN r.first_day AND r.last_day
@@ -165,8 +167,8 @@ holidays AS (
 candidates AS (
     SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
     FROM args
-    JOIN customers c ON c.tenant_id = args.tenant_id AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+    JOIN customers c ON c.tenant_id = @tenant_id AND c.merged_into IS NULL
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
     WHERE EXISTS (SELECT 1 FROM holidays)
 ),
@@ -190,9 +192,9 @@ RETURNING tenant_id, id, customer_id, kind, occasion_key, occasion_date, due_tim
 
 -- CareOccasionsInsertPurchaseFollowUps: the follow-up of each purchase,
 -- follow_up_days after the local date of the purchase. Only purchases whose
--- follow-up can be due in the window are read (purchases_time): from two
--- days before window_start minus the days (a local date up to a day off,
--- plus the due hour) to a day after now minus the days.
+-- follow-up can be due in the window are read (purchases_time), those made
+-- in (source_after, source_before]: the window moved back by the days and
+-- widened by a local date up to a day off and the due hour (DueParams).
 -- name: CareOccasionsInsertPurchaseFollowUps :many
 WITH args AS (
     SELECT @tenant_id::uuid AS tenant_id, @now::timestamptz AS now, @window_start::timestamptz AS window_start,
@@ -205,12 +207,11 @@ candidates AS (
     SELECT p.id AS purchase_id, p.customer_id, coalesce(z.name, args.default_zone) AS zone,
            timezone(coalesce(z.name, args.default_zone), p.purchase_time)::date + args.follow_up_days AS occasion_date
     FROM args
-    JOIN purchases p ON p.tenant_id = args.tenant_id
+    JOIN purchases p ON p.tenant_id = @tenant_id
     JOIN customers c ON c.tenant_id = p.tenant_id AND c.id = p.customer_id AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
-    WHERE p.purchase_time > args.window_start - (args.follow_up_days + 2) * interval '1 day'
-      AND p.purchase_time <= args.now - (args.follow_up_days - 1) * interval '1 day'
+    WHERE p.purchase_time > @source_after::timestamptz AND p.purchase_time <= @source_before::timestamptz
 ),
 due AS (
     SELECT ca.purchase_id, ca.customer_id, ca.zone, ca.occasion_date,
@@ -243,12 +244,11 @@ candidates AS (
     SELECT r.ticket_id, r.customer_id, coalesce(z.name, args.default_zone) AS zone,
            timezone(coalesce(z.name, args.default_zone), r.resolve_time)::date + args.follow_up_days AS occasion_date
     FROM args
-    JOIN care_ticket_resolutions r ON r.tenant_id = args.tenant_id
+    JOIN care_ticket_resolutions r ON r.tenant_id = @tenant_id
     JOIN customers c ON c.tenant_id = r.tenant_id AND c.id = r.customer_id AND c.merged_into IS NULL
-                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id)
+                    AND EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id OFFSET 0)
     LEFT JOIN zones z ON z.name = c.time_zone
-    WHERE r.resolve_time > args.window_start - (args.follow_up_days + 2) * interval '1 day'
-      AND r.resolve_time <= args.now - (args.follow_up_days - 1) * interval '1 day'
+    WHERE r.resolve_time > @source_after::timestamptz AND r.resolve_time <= @source_before::timestamptz
 ),
 due AS (
     SELECT ca.ticket_id, ca.customer_id, ca.zone, ca.occasion_date,
