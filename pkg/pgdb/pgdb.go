@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,13 +21,20 @@ import (
 )
 
 // Config says where a service's data lives.
+// DefaultMaxConns is a pool's size when neither Config.MaxConns nor the
+// URL sets one (or at least pgxpool's default, which grows with the CPUs).
+const DefaultMaxConns = 10
+
 type Config struct {
 	// URL is a libpq connection string or URL.
 	URL string
 	// Schema is the service's schema; it becomes the pool's search_path, so
 	// unqualified names in queries and migrations resolve inside it.
 	Schema string
-	// MaxConns bounds the pool; zero keeps pgxpool's default.
+	// MaxConns bounds the pool. Zero means pool_max_conns from the URL if
+	// it has one, else DefaultMaxConns (pgxpool's own default, 4 on two
+	// cores, is too few for a service whose consumers, relay and schedules
+	// each take a connection while API calls want theirs).
 	MaxConns int32
 	// StatementTimeout bounds every statement; zero means 30 s. Long
 	// transactions delay the outbox and hold locks, so nothing runs unbounded.
@@ -71,8 +79,11 @@ func PoolConfig(cfg Config) (*pgxpool.Config, error) {
 		// The parse error can echo the URL, password included.
 		return nil, errors.New("parse database url: invalid connection string")
 	}
-	if cfg.MaxConns > 0 {
+	switch {
+	case cfg.MaxConns > 0:
 		pcfg.MaxConns = cfg.MaxConns
+	case !strings.Contains(cfg.URL, "pool_max_conns") && pcfg.MaxConns < DefaultMaxConns:
+		pcfg.MaxConns = DefaultMaxConns
 	}
 	// The health ping of an idle connection at Acquire is unbounded by
 	// default: on a dead network it would hold a connection (and the pool's

@@ -3,6 +3,7 @@ package pgdb_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -124,4 +125,31 @@ func TestInTxAndClassify(t *testing.T) {
 		require.NoError(t, pool.QueryRow(ctx, "SHOW search_path").Scan(&sp))
 		require.Equal(t, "widgetsvc", sp)
 	})
+}
+
+// TestPoolSize: a pool gets DefaultMaxConns unless the config or the URL
+// sizes it.
+func TestPoolSize(t *testing.T) {
+	t.Parallel()
+	dbURL := pgdbtest.NewDatabase(t)
+	sep := "?"
+	if strings.Contains(dbURL, "?") {
+		sep = "&"
+	}
+	for _, c := range []struct {
+		name string
+		cfg  pgdb.Config
+		want int32
+	}{
+		{"Default", pgdb.Config{URL: dbURL, Schema: "sized"}, pgdb.DefaultMaxConns},
+		{"FromConfig", pgdb.Config{URL: dbURL, Schema: "sized", MaxConns: 3}, 3},
+		{"FromURL", pgdb.Config{URL: dbURL + sep + "pool_max_conns=2", Schema: "sized"}, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pool, err := pgdb.Open(context.Background(), c.cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { pgdbtest.ClosePool(t, pool) })
+			require.Equal(t, c.want, pool.Config().MaxConns)
+		})
+	}
 }

@@ -27,11 +27,21 @@ import (
 // practice, waiting for a connection someone still holds or has lost.
 const CloseTimeout = 20 * time.Second
 
+// MaxConns is the size of a test pool that nothing else sizes.
+const MaxConns = 4
+
 // Open opens a pool like pgdb.Open and closes it with ClosePool when tb ends.
 // It also records where each connection was acquired, so a connection that
 // is never released is reported with the code that took it.
+//
+// Unless cfg or the URL sizes it, the pool has MaxConns connections, not
+// pgdb.DefaultMaxConns: test packages run side by side, each with pools of
+// its own, against one server's max_connections.
 func Open(tb testing.TB, cfg pgdb.Config) *pgxpool.Pool {
 	tb.Helper()
+	if cfg.MaxConns == 0 && !strings.Contains(cfg.URL, "pool_max_conns") {
+		cfg.MaxConns = MaxConns
+	}
 	pcfg, err := pgdb.PoolConfig(cfg)
 	if err != nil {
 		tb.Fatalf("pgdbtest: %v", err)

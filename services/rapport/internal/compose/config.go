@@ -30,7 +30,8 @@ type Config struct {
 	Targets string `env:"RAPPORT_TARGETS, default=all" json:"targets"`
 
 	DatabaseURL string `env:"RAPPORT_DATABASE_URL, default=postgres://postgres@127.0.0.1:5432/rapport?sslmode=disable" json:"database_url"`
-	// DatabaseMaxConns bounds each service's pool; 0 keeps pgx's default.
+	// DatabaseMaxConns bounds each service's pool; 0 means pool_max_conns
+	// from the URL, else pgdb.DefaultMaxConns (10).
 	DatabaseMaxConns int32 `env:"RAPPORT_DATABASE_MAX_CONNS, default=0" json:"database_max_conns"`
 
 	// NATSURL is the JetStream server; empty starts an embedded one (loopback
