@@ -391,3 +391,19 @@ func TestRoundsRacingOnOneTenant(t *testing.T) {
 	require.Equal(t, 2*n, b.count(t, `SELECT count(*) FROM care_occasions WHERE tenant_id = $1`, b.tenant))
 	require.Len(t, b.dueEvents(t, b.tenant), 2*n)
 }
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &setupOpts{now: utc("2026-06-10T10:00:00Z")})
+	require.Error(t, b.server.Run(context.Background(), 0))
+	birthdaysOn(t, b)
+	c := b.newCustomer(t, customerOpts{zone: "UTC", birth: [2]int{6, 10}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.server.Run(ctx, time.Minute) }()
+	// Run starts with a pass: the birthday is recorded without waiting.
+	require.Eventually(t, func() bool { return len(b.occasions(t, c)) == 1 }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.Len(t, b.dueEvents(t, b.tenant), 1)
+}
