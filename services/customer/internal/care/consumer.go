@@ -13,6 +13,7 @@ import (
 	ticketv1 "github.com/rapporthq/rapport/pkg/gen/rapport/ticket/v1"
 	"github.com/rapporthq/rapport/pkg/inbox"
 	"github.com/rapporthq/rapport/pkg/natsx"
+	"github.com/rapporthq/rapport/services/customer/internal/care/store"
 )
 
 // Ticket events this package consumes.
@@ -40,7 +41,8 @@ func (s *Server) TicketConsumer(js jetstream.JetStream, cfg inbox.Config) (*inbo
 // tenant. An event that does not decode, or names no tenant, ticket or
 // customer, can never apply: it is parked. A customer unknown here (not
 // created yet, or of another tenant) is skipped: there is no one to follow
-// up with.
+// up with. So is a tenant that never stored care settings: its rounds,
+// which prune old resolutions, do not run, and it has no follow-ups on.
 func (s *Server) handleTicketResolved(ctx context.Context, tx pgx.Tx, m inbox.Message) error {
 	ev := &ticketv1.TicketResolved{}
 	if err := proto.Unmarshal(m.Data, ev); err != nil {
@@ -63,6 +65,11 @@ func (s *Server) handleTicketResolved(ctx context.Context, tx pgx.Tx, m inbox.Me
 	}
 	if ev.GetOccurredAt() == nil || ev.GetOccurredAt().CheckValid() != nil {
 		return inbox.Permanent(errors.New("TicketResolved: occurred_at is missing"))
+	}
+	if _, err := s.store.Settings(ctx, tx, tenant, false); errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
 	}
 	ok, err := s.store.CustomerExists(ctx, tx, tenant, customer)
 	if err != nil {

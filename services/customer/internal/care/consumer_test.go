@@ -64,7 +64,12 @@ func TestTicketFollowUps(t *testing.T) {
 	eventID := uuid.NewString()
 	publishResolved(t, js, eventID, eventID, ev)
 	publishResolved(t, js, eventID, uuid.NewString(), ev) // the same event again
-	// A ticket of a customer unknown here, and a poison message.
+	// A ticket of a tenant without care settings, one of a customer unknown
+	// here, and a poison message.
+	elsewhere := uuid.New()
+	publishResolved(t, js, uuid.NewString(), uuid.NewString(), &ticketv1.TicketResolved{TenantId: elsewhere.String(),
+		TicketId: uuid.NewString(), CustomerId: b.newCustomer(t, customerOpts{tenant: elsewhere}).String(),
+		AggregateVersion: 1, OccurredAt: timestamppb.New(resolved)})
 	publishResolved(t, js, uuid.NewString(), uuid.NewString(), &ticketv1.TicketResolved{TenantId: b.tenant.String(),
 		TicketId: uuid.NewString(), CustomerId: uuid.NewString(), AggregateVersion: 1, OccurredAt: timestamppb.New(resolved)})
 	_, err = js.PublishMsg(context.Background(), &nats.Msg{Subject: care.SubjectTicketResolved, Data: []byte("not a protobuf"),
@@ -81,7 +86,7 @@ func TestTicketFollowUps(t *testing.T) {
 		require.NoError(t, <-done)
 	})
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM inbox WHERE consumer = $1`, care.TicketConsumerName) == 2 &&
+		return b.count(t, `SELECT count(*) FROM inbox WHERE consumer = $1`, care.TicketConsumerName) == 3 &&
 			b.count(t, `SELECT count(*) FROM dead_letters WHERE consumer = $1`, care.TicketConsumerName) == 1
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool {
@@ -90,10 +95,11 @@ func TestTicketFollowUps(t *testing.T) {
 			return false
 		}
 		info, err := c.Info(context.Background())
-		return err == nil && info.Delivered.Stream == 4 && info.NumAckPending == 0 && info.NumPending == 0
-	}, 10*time.Second, 20*time.Millisecond, "all four messages settled")
-	// The copy of the event found its inbox row (two events applied, the
-	// copy acked without effect), the unknown customer was skipped.
+		return err == nil && info.Delivered.Stream == 5 && info.NumAckPending == 0 && info.NumPending == 0
+	}, 10*time.Second, 20*time.Millisecond, "all five messages settled")
+	// The copy of the event found its inbox row (three events applied, the
+	// copy acked without effect); the other tenant and the unknown customer
+	// were skipped.
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM care_ticket_resolutions`))
 
 	// Resolved Jun 1 (London): the follow-up is Jun 3, 09:00 BST = 08:00 UTC.
