@@ -56,6 +56,11 @@ func (s *Server) Run(ctx context.Context, every time.Duration) error {
 // this one's claim and its statements), the occasions' unique key still
 // lets each occasion in once, with one event.
 func (s *Server) RunDue(ctx context.Context, every time.Duration) (int, error) {
+	// The zone list is read (once) before any round holds a connection, so
+	// a round never waits for a second one.
+	if _, _, err := s.timeZones(ctx); err != nil {
+		return 0, err
+	}
 	var (
 		rounds int
 		errs   []error
