@@ -112,3 +112,28 @@ func CheckStreamConfig(cfg jetstream.StreamConfig) error {
 	}
 	return nil
 }
+
+// EnsureStreamExists creates service's stream if it is missing, for a
+// consumer of another service's events that may start before that service
+// ever has: events published later are then kept for it. It never updates
+// an existing stream (its owner's EnsureStream decides the configuration),
+// and it creates it with the very StreamConfig the owner ensures, so the
+// owner's later EnsureStream finds nothing to change.
+func EnsureStreamExists(ctx context.Context, js jetstream.JetStream, service string, replicas int) error {
+	if err := checkToken("service", service); err != nil {
+		return fmt.Errorf("ensure stream: %w", err)
+	}
+	name := StreamName(service)
+	_, err := js.Stream(ctx, name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	_, err = js.CreateStream(ctx, StreamConfig(service, replicas))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s: %w", name, err)
+	}
+	return nil
+}

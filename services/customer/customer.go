@@ -15,12 +15,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
-	"github.com/rapporthq/rapport/pkg/service"
 	"github.com/rapporthq/rapport/pkg/inbox"
+	"github.com/rapporthq/rapport/pkg/natsx"
+	"github.com/rapporthq/rapport/pkg/service"
 	"github.com/rapporthq/rapport/services/customer/internal/care"
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
 	"github.com/rapporthq/rapport/services/customer/internal/insight"
@@ -66,6 +68,8 @@ type Service struct {
 	// JetStream.
 	projector      *timeline.Projector
 	tickets        *inbox.Consumer
+	js             jetstream.JetStream
+	streamReplicas int
 	recompute      time.Duration
 	careEvery      time.Duration
 	recommendEvery time.Duration
@@ -167,6 +171,7 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 		careEvery:      orDefault(cfg.CareSchedule, time.Minute),
 		recommendEvery: orDefault(cfg.RecommendationRefresh, 6*time.Hour)}
 	if deps.JetStream != nil {
+		s.js, s.streamReplicas = deps.JetStream, cfg.StreamReplicas
 		s.projector, err = timeline.NewProjector(deps.Pool, deps.JetStream, timeline.ProjectorConfig{
 			Logger: deps.Logger, Registerer: deps.Registerer, Now: deps.Now, StreamReplicas: cfg.StreamReplicas})
 		if err != nil {
@@ -288,7 +293,13 @@ func (s *Service) Run(ctx context.Context) error {
 		loop("timeline projection", s.projector.Run)
 	}
 	if s.tickets != nil {
-		loop("care ticket consumer", s.tickets.Run)
+		loop("care ticket consumer", func(ctx context.Context) error {
+			// The ticket service may not have started yet.
+			if err := natsx.EnsureStreamExists(ctx, s.js, "ticket", s.streamReplicas); err != nil {
+				return err
+			}
+			return s.tickets.Run(ctx)
+		})
 	}
 	return g.Wait()
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/services/customer/internal/consent/store"
 	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 )
 
@@ -94,13 +95,23 @@ func (p *Privacy) Erase(ctx context.Context, tx pgx.Tx, tenant, customer uuid.UU
 	return p.svc.store.ForgetPreferences(ctx, tx, tenant, customer)
 }
 
-// writable refuses changes about an erased customer.
-func writable(erased bool) error {
-	if erased {
+// writable refuses changes about an erased customer, or one merged into
+// another.
+func writable(set store.Settings) error {
+	if set.Erased {
 		return ErrCustomerErased
+	}
+	if set.MergedInto.Valid {
+		return &customerMergedError{id: set.CustomerID, into: set.MergedInto.UUID}
 	}
 	return nil
 }
+
+// customerMergedError: the customer was merged into another, whose consent
+// is the one that counts now.
+type customerMergedError struct{ id, into uuid.UUID }
+
+func (e *customerMergedError) Error() string { return "customer merged into another" }
 
 // suppressed reports whether a grant of marketing on ch would reach a
 // suppressed address.
@@ -110,4 +121,3 @@ func (s *service) suppressed(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, c
 	}
 	return s.suppressor.Contact(ctx, tx, tenant, c.CustomerID, string(c.Channel))
 }
-

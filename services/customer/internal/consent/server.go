@@ -25,6 +25,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/consent/store"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
 
@@ -430,10 +431,15 @@ func maskPaths(paths, allowed []string) ([]string, error) {
 // domain field into the request's field path. Other errors pass on to
 // grpcx's mapping (database kinds, or INTERNAL).
 func toStatus(err error, fieldPrefix string) error {
-	var fe *FieldError
+	var (
+		fe *FieldError
+		me *customerMergedError
+	)
 	switch {
 	case errors.As(err, &fe):
 		return grpcx.InvalidArgument(grpcx.FieldViolation{Field: fieldPrefix + fe.Field, Description: fe.Reason})
+	case errors.As(err, &me):
+		return lifecycle.MergedError(me.id, me.into)
 	case errors.Is(err, ErrCustomerNotFound):
 		return customerNotFound()
 	case errors.Is(err, ErrOutdated):

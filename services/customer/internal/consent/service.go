@@ -110,7 +110,7 @@ func (s *service) setConsent(ctx context.Context, tx pgx.Tx, who actor, c Change
 	if err != nil {
 		return setResult{}, err
 	}
-	if err := writable(set.Erased); err != nil {
+	if err := writable(set); err != nil {
 		return setResult{}, err
 	}
 	if sup, err := s.suppressed(ctx, tx, who.tenant, c); err != nil {
@@ -163,7 +163,7 @@ func (s *service) confirm(ctx context.Context, tx pgx.Tx, who actor, token strin
 	if err != nil {
 		return Consent{}, err
 	}
-	if err := writable(set.Erased); err != nil {
+	if err := writable(set); err != nil {
 		return Consent{}, err
 	}
 	if t, err = s.store.GetToken(ctx, tx, who.tenant, hash, true); err != nil {
@@ -315,7 +315,7 @@ func (s *service) updatePreferences(ctx context.Context, tx pgx.Tx, tenant uuid.
 	if err != nil {
 		return Preferences{}, err
 	}
-	if err := writable(set.Erased); err != nil {
+	if err := writable(set); err != nil {
 		return Preferences{}, err
 	}
 	pol, err := s.policy(ctx, tx, tenant)
@@ -346,6 +346,11 @@ func (s *service) updatePreferences(ctx context.Context, tx pgx.Tx, tenant uuid.
 func (s *service) situation(ctx context.Context, db store.DB, tenant uuid.UUID, set store.Settings,
 	ch Channel, p Purpose, now time.Time,
 ) (Situation, error) {
+	if set.MergedInto.Valid {
+		// Not a refusal to contact: the caller holds a stale id, and the
+		// customer it was merged into is the one to ask about.
+		return Situation{}, &customerMergedError{id: set.CustomerID, into: set.MergedInto.UUID}
+	}
 	pol, err := s.policy(ctx, db, tenant)
 	if err != nil {
 		return Situation{}, err
@@ -430,7 +435,7 @@ func (s *service) recordTouch(ctx context.Context, tx pgx.Tx, who actor, t Touch
 	if err != nil {
 		return Touch{}, err
 	}
-	if err := writable(set.Erased); err != nil {
+	if err := writable(set); err != nil {
 		return Touch{}, err
 	}
 	return s.insertTouch(ctx, tx, who, t, now)

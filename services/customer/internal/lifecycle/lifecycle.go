@@ -9,10 +9,16 @@ package lifecycle
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/rapporthq/rapport/pkg/grpcx"
 )
 
 // Exporter returns everything its package holds about one customer, for
@@ -41,4 +47,23 @@ type Merger interface {
 type Eraser interface {
 	Section() string
 	Erase(ctx context.Context, tx pgx.Tx, tenant, customer uuid.UUID) error
+}
+
+// ReasonCustomerMerged is the ErrorInfo reason of every call refused
+// because its customer was merged into another: a merged customer is kept
+// so references to it resolve, but nothing new happens to it. The
+// ErrorInfo's metadata "merged_into" names the customer to use instead
+// (never a merged one: merges leave no chains).
+const ReasonCustomerMerged = "CUSTOMER_MERGED"
+
+// MergedError is the FAILED_PRECONDITION status of a call on customer id,
+// which was merged into into.
+func MergedError(id, into uuid.UUID) error {
+	st := status.New(codes.FailedPrecondition,
+		fmt.Sprintf("customer %s was merged into %s; use that customer", id, into))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonCustomerMerged, Domain: grpcx.ErrorDomain,
+		Metadata: map[string]string{"merged_into": into.String()}}); err == nil {
+		st = d
+	}
+	return st.Err()
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/outreach/store"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 )
@@ -38,7 +39,7 @@ const ServiceName = "rapport.customer.v1.OutreachService"
 const (
 	ErrorReasonTemplateKeyTaken = "OUTREACH_TEMPLATE_KEY_TAKEN"
 	ErrorReasonCustomerUnknown  = "CUSTOMER_UNKNOWN"
-	ErrorReasonCustomerMerged   = "CUSTOMER_MERGED"
+	ErrorReasonCustomerMerged   = lifecycle.ReasonCustomerMerged
 )
 
 // Domain errors, mapped to statuses once by toStatus.

@@ -129,7 +129,7 @@ func recordByHand(ctx context.Context, tb *testBundle, st *store.Store, tenant, 
 			return err
 		}
 		now := tb.clock.Now()
-		if _, err := st.LockCustomer(ctx, tx, pgdb.LockKey(tenant.String()+c.String()), tenant, c); err != nil {
+		if _, _, err := st.LockCustomer(ctx, tx, pgdb.LockKey(tenant.String()+c.String()), tenant, c); err != nil {
 			return err
 		}
 		p := store.Purchase{TenantID: tenant, ID: uuid.Must(uuid.NewV7()), CustomerID: c, OrderReference: ref,

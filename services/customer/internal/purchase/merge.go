@@ -37,7 +37,7 @@ func (m *Merger) Merge(ctx context.Context, tx pgx.Tx, tenant, primary uuid.UUID
 	ids := append([]uuid.UUID{primary}, sources...)
 	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	for _, id := range ids {
-		if _, err := m.s.store.LockCustomer(ctx, tx, customerLockKey(tenant, id), tenant, id); err != nil {
+		if _, _, err := m.s.store.LockCustomer(ctx, tx, customerLockKey(tenant, id), tenant, id); err != nil {
 			return 0, err
 		}
 	}

@@ -36,6 +36,7 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase/store"
 )
 
@@ -107,6 +108,11 @@ var (
 	errOrderReferenceUsed = errors.New("order reference already used by another purchase")
 )
 
+// customerMergedError refuses a purchase for a customer merged into another.
+type customerMergedError struct{ id, into uuid.UUID }
+
+func (e *customerMergedError) Error() string { return "customer merged into another" }
+
 // fieldError is a request field breaking a rule the request schema cannot
 // express; field is its path in the request, e.g. "purchase.items[0].unit_price".
 type fieldError struct {
@@ -119,10 +125,15 @@ func (e *fieldError) Error() string { return e.field + ": " + e.reason }
 // toStatus maps domain errors to statuses; others pass on to grpcx's
 // mapping (INTERNAL with the cause logged).
 func toStatus(err error) error {
-	var fe *fieldError
+	var (
+		fe *fieldError
+		me *customerMergedError
+	)
 	switch {
 	case errors.As(err, &fe):
 		return grpcx.InvalidArgument(grpcx.FieldViolation{Field: fe.field, Description: fe.reason})
+	case errors.As(err, &me):
+		return lifecycle.MergedError(me.id, me.into)
 	case errors.Is(err, errCustomerNotFound):
 		return grpcx.NotFound("customer")
 	case errors.Is(err, errPurchaseNotFound):

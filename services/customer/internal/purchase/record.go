@@ -130,12 +130,18 @@ func (a *purchaseAPI) ListPurchases(ctx context.Context, req *customerv1.ListPur
 func (s *Server) record(ctx context.Context, tx pgx.Tx, p store.Purchase, now time.Time) (store.Purchase, error) {
 	// The customer's lock orders its purchases, so this recompute sees
 	// every purchase committed before (see PurchaseLockCustomer).
-	exists, err := s.store.LockCustomer(ctx, tx, customerLockKey(p.TenantID, p.CustomerID), p.TenantID, p.CustomerID)
+	exists, mergedInto, err := s.store.LockCustomer(ctx, tx, customerLockKey(p.TenantID, p.CustomerID), p.TenantID, p.CustomerID)
 	if err != nil {
 		return store.Purchase{}, err
 	}
 	if !exists {
 		return store.Purchase{}, errCustomerNotFound
+	}
+	if mergedInto.Valid {
+		// A purchase for a merged customer is refused, not redirected: the
+		// caller holds a stale id and should learn the current one, which
+		// the error carries.
+		return store.Purchase{}, &customerMergedError{id: p.CustomerID, into: mergedInto.UUID}
 	}
 	rec, inserted, err := s.store.InsertPurchase(ctx, tx, p)
 	if err != nil {

@@ -1,9 +1,11 @@
 package purchase_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -468,4 +470,49 @@ func TestListPurchases(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, resp.GetPurchases())
 	})
+}
+
+// TestRecordPurchaseForMergedOrErasedCustomer: a purchase for a customer
+// merged into another is refused with the one to use instead, and nothing
+// is stored; an erased customer is not found.
+func TestRecordPurchaseForMergedOrErasedCustomer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	tenant := uuid.New()
+	ids := b.newCustomers(t, tenant, 3)
+	primary, source, erased := ids[0], ids[1], ids[2]
+	_, err := b.pool.Exec(ctx, `UPDATE customers SET merged_into = $2, merge_time = now() WHERE tenant_id = $1 AND id = $3`,
+		tenant, primary, source)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `UPDATE customers SET erase_time = now(), display_name_sealed = '', email_sealed = NULL, email_bidx = NULL,
+		phone_sealed = NULL, phone_bidx = NULL WHERE tenant_id = $1 AND id = $2`, tenant, erased)
+	require.NoError(t, err)
+	in := func(ref string) *customerv1.Purchase {
+		return &customerv1.Purchase{OrderReference: ref, TotalAmount: usd(500),
+			Items:        []*customerv1.PurchaseItem{{Sku: "A", Quantity: 1, UnitPrice: usd(500)}},
+			Channel:      customerv1.PurchaseChannel_PURCHASE_CHANNEL_ONLINE,
+			PurchaseTime: timestamppb.New(t0.Add(-time.Hour))}
+	}
+
+	_, err = b.purchases.RecordPurchase(as(tenant, "agent"), &customerv1.RecordPurchaseRequest{
+		CustomerId: source.String(), Purchase: in("ORD-M")})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	var info *errdetails.ErrorInfo
+	for _, d := range status.Convert(err).Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			info = i
+		}
+	}
+	require.NotNil(t, info)
+	require.Equal(t, "CUSTOMER_MERGED", info.GetReason())
+	require.Equal(t, primary.String(), info.GetMetadata()["merged_into"])
+
+	_, err = b.purchases.RecordPurchase(as(tenant, "agent"), &customerv1.RecordPurchaseRequest{
+		CustomerId: erased.String(), Purchase: in("ORD-E")})
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+
+	require.Zero(t, b.count(t, `SELECT count(*) FROM purchases WHERE tenant_id = $1`, tenant), "nothing stored")
+	require.Empty(t, b.events(t, tenant, purchase.SubjectPurchaseRecorded))
+	b.record(t, tenant, primary, in("ORD-P")) // the primary still takes purchases
 }

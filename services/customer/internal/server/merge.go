@@ -14,6 +14,7 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
@@ -22,8 +23,10 @@ import (
 // ErrorInfo reasons of refused merges and changes.
 const (
 	// ReasonAlreadyMerged: the customer was merged into another (see its
-	// merged_into); it can be neither changed nor merged again.
-	ReasonAlreadyMerged = "CUSTOMER_ALREADY_MERGED"
+	// merged_into, also in the ErrorInfo's metadata); it can be neither
+	// changed nor merged again. Every package refuses changes to a merged
+	// customer with this reason.
+	ReasonAlreadyMerged = lifecycle.ReasonCustomerMerged
 	// ReasonMergedProfileInvalid: the merged profile would break a profile
 	// rule, e.g. more than 20 external refs.
 	ReasonMergedProfileInvalid = "MERGED_PROFILE_INVALID"

@@ -173,7 +173,7 @@ func TestMergeCustomers(t *testing.T) {
 			require.Equal(t, src.GetDisplayName(), s.GetDisplayName(), "a merged customer keeps its own profile")
 			_, err := b.customers.UpdateCustomer(b.as(), &customerv1.UpdateCustomerRequest{
 				Customer: &customerv1.Customer{Id: src.GetId(), DisplayName: "x"}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name"}}})
-			requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_ALREADY_MERGED")
+			requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
 		}
 
 		// Purchases and items moved; the segment follows all five.
@@ -249,11 +249,11 @@ func TestMergeCustomers(t *testing.T) {
 		require.NoError(t, err)
 
 		_, err = b.merge(s.GetId(), false, x.GetId())
-		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_ALREADY_MERGED")
+		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
 		_, err = b.merge(x.GetId(), false, s.GetId())
-		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_ALREADY_MERGED")
+		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
 		_, err = b.merge(x.GetId(), true, s.GetId())
-		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_ALREADY_MERGED")
+		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
 		_, err = b.merge(p.GetId(), false, p.GetId())
 		requireViolation(t, err, "source_ids")
 		_, err = b.merge(p.GetId(), false, x.GetId(), x.GetId())

@@ -58,4 +58,3 @@ func personalFields(c proto.Message) []string {
 func (s *Server) auditRead(ctx context.Context, action audit.Action, ids []uuid.UUID) error {
 	return audit.Record(ctx, s.pool, audit.Entry{Action: action, CustomerIDs: ids, Fields: audit.ProfileFields})
 }
-

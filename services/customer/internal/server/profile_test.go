@@ -296,7 +296,7 @@ func TestFindDuplicateCustomers(t *testing.T) {
 		require.NotContains(t, got, sameEmail.GetId())
 		require.Contains(t, got, samePhoneAndRef.GetId())
 		_, err = b.customers.FindDuplicateCustomers(b.as(), &customerv1.FindDuplicateCustomersRequest{CustomerId: sameEmail.GetId()})
-		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_ALREADY_MERGED")
+		requireReason(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
 	})
 
 	t.Run("AnotherTenantsCustomerIsNotFound", func(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
@@ -331,8 +332,7 @@ func toStatus(err error, fieldPrefix string) error {
 	case errors.Is(err, profile.ErrNotFound):
 		return grpcx.NotFound("customer")
 	case errors.As(err, &me):
-		return grpcx.FailedPrecondition(ReasonAlreadyMerged,
-			fmt.Sprintf("customer %s was merged into %s; use that customer", me.ID, me.Into))
+		return lifecycle.MergedError(me.ID, me.Into)
 	case errors.As(err, &mre):
 		return grpcx.FailedPrecondition(ReasonMergedProfileInvalid,
 			fmt.Sprintf("the merged profile would break a rule: %s: %s", mre.Field, mre.Reason))

@@ -132,7 +132,7 @@ func NewProjector(pool *pgxpool.Pool, js jetstream.JetStream, cfg ProjectorConfi
 // timeline. It returns an error when a stream or consumer cannot be set up.
 func (p *Projector) Run(ctx context.Context) error {
 	for _, src := range sources {
-		if err := ensureStream(ctx, p.js, src.service, p.cfg.StreamReplicas); err != nil {
+		if err := natsx.EnsureStreamExists(ctx, p.js, src.service, p.cfg.StreamReplicas); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -145,26 +145,6 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("timeline projection: %w", err)
-	}
-	return nil
-}
-
-// ensureStream creates a service's stream if it is missing. It never
-// updates an existing one: the owning service's natsx.EnsureStream decides
-// its configuration, and creating it with the very same StreamConfig means
-// the owner's later EnsureStream finds nothing to change.
-func ensureStream(ctx context.Context, js jetstream.JetStream, service string, replicas int) error {
-	name := natsx.StreamName(service)
-	_, err := js.Stream(ctx, name)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", name, err)
-	}
-	_, err = js.CreateStream(ctx, natsx.StreamConfig(service, replicas))
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s: %w", name, err)
 	}
 	return nil
 }

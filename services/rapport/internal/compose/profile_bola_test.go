@@ -137,5 +137,5 @@ func TestProfileREST(t *testing.T) {
 	r = rest.do(t, http.MethodPost, "/v1/customers/"+source.customer.GetId()+":merge", token, "",
 		[]byte(`{"sourceIds": ["`+primary.customer.GetId()+`"]}`), &customerv1.MergeCustomersResponse{})
 	require.Equal(t, codes.FailedPrecondition, r.code)
-	require.Equal(t, "CUSTOMER_ALREADY_MERGED", r.reason)
+	require.Equal(t, "CUSTOMER_MERGED", r.reason)
 }

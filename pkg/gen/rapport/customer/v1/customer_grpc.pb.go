@@ -56,7 +56,7 @@ type CustomerServiceClient interface {
 	// refs and attributes, and receives their purchases, consents, timeline
 	// and the rest; each source keeps its id with merged_into pointing at the
 	// primary. Merges never chain: a customer already merged can be neither a
-	// source nor a primary (FAILED_PRECONDITION, reason CUSTOMER_ALREADY_MERGED).
+	// source nor a primary (FAILED_PRECONDITION, reason CUSTOMER_MERGED).
 	MergeCustomers(ctx context.Context, in *MergeCustomersRequest, opts ...grpc.CallOption) (*MergeCustomersResponse, error)
 }
 
@@ -166,7 +166,7 @@ type CustomerServiceServer interface {
 	// refs and attributes, and receives their purchases, consents, timeline
 	// and the rest; each source keeps its id with merged_into pointing at the
 	// primary. Merges never chain: a customer already merged can be neither a
-	// source nor a primary (FAILED_PRECONDITION, reason CUSTOMER_ALREADY_MERGED).
+	// source nor a primary (FAILED_PRECONDITION, reason CUSTOMER_MERGED).
 	MergeCustomers(context.Context, *MergeCustomersRequest) (*MergeCustomersResponse, error)
 	mustEmbedUnimplementedCustomerServiceServer()
 }

@@ -46,6 +46,8 @@ type Settings struct {
 	PreferencesUpdateTime time.Time // zero: never changed
 	// Erased is true once the customer was erased (package privacy).
 	Erased bool
+	// MergedInto is set once the customer was merged into another.
+	MergedInto uuid.NullUUID
 }
 
 // LockSettings locks the customer's settings row FOR UPDATE, creating it on
@@ -73,7 +75,7 @@ func (s *Store) LockSettings(ctx context.Context, db DB, tenantID, customerID uu
 	}
 	out := settings(customerID, row.TimeZone, row.ConsentVersion, row.QuietStartMinute, row.QuietEndMinute,
 		row.PreferredChannels, row.PreferencesUpdateTime)
-	out.Erased = row.Erased
+	out.Erased, out.MergedInto = row.Erased, row.MergedInto
 	return out, nil
 }
 
@@ -87,7 +89,7 @@ func (s *Store) GetSettings(ctx context.Context, db DB, tenantID, customerID uui
 	}
 	out := settings(customerID, row.TimeZone, row.ConsentVersion.Int64, row.QuietStartMinute, row.QuietEndMinute,
 		row.PreferredChannels, row.PreferencesUpdateTime)
-	out.Erased = row.Erased
+	out.Erased, out.MergedInto = row.Erased, row.MergedInto
 	return out, nil
 }
 

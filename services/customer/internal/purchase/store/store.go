@@ -100,16 +100,17 @@ type Store struct{ q *dbgen.Queries }
 func New() *Store { return &Store{q: dbgen.New()} }
 
 // LockCustomer takes the customer's purchase lock for the rest of tx and
-// reports whether the customer exists in the tenant. key is the advisory
-// lock key (pgdb.LockKey of a name for the customer).
-func (s *Store) LockCustomer(ctx context.Context, tx pgx.Tx, key int64, tenantID, customerID uuid.UUID) (bool, error) {
+// reports whether the customer exists in the tenant (an erased one does
+// not) and, if it was merged, into whom. key is the advisory lock key
+// (pgdb.LockKey of a name for the customer).
+func (s *Store) LockCustomer(ctx context.Context, tx pgx.Tx, key int64, tenantID, customerID uuid.UUID) (exists bool, mergedInto uuid.NullUUID, err error) {
 	row, err := s.q.PurchaseLockCustomer(ctx, tx, dbgen.PurchaseLockCustomerParams{
 		LockKey: key, TenantID: tenantID, CustomerID: customerID,
 	})
 	if err != nil {
-		return false, interpret("lock customer", err)
+		return false, uuid.NullUUID{}, interpret("lock customer", err)
 	}
-	return row.CustomerExists, nil
+	return row.CustomerExists, row.MergedInto, nil
 }
 
 // InsertPurchase stores p and its items. If the tenant already has a

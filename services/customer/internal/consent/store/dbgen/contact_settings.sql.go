@@ -56,7 +56,7 @@ func (q *Queries) ContactSettingsCreate(ctx context.Context, db DBTX, arg Contac
 
 const contactSettingsGet = `-- name: ContactSettingsGet :one
 SELECT c.time_zone, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
-       s.preferred_channels, s.preferences_update_time, (c.erase_time IS NOT NULL)::boolean AS erased
+       s.preferred_channels, s.preferences_update_time, (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
 FROM customers c
 LEFT JOIN contact_settings s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
 WHERE c.tenant_id = $1 AND c.id = $2
@@ -75,6 +75,7 @@ type ContactSettingsGetRow struct {
 	PreferredChannels     []string
 	PreferencesUpdateTime pgtype.Timestamptz
 	Erased                bool
+	MergedInto            uuid.NullUUID
 }
 
 // Reads without locking. The customer row decides existence; the settings
@@ -90,6 +91,7 @@ func (q *Queries) ContactSettingsGet(ctx context.Context, db DBTX, arg ContactSe
 		&i.PreferredChannels,
 		&i.PreferencesUpdateTime,
 		&i.Erased,
+		&i.MergedInto,
 	)
 	return i, err
 }
@@ -97,7 +99,7 @@ func (q *Queries) ContactSettingsGet(ctx context.Context, db DBTX, arg ContactSe
 const contactSettingsLock = `-- name: ContactSettingsLock :one
 SELECT s.tenant_id, s.customer_id, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
        s.preferred_channels, s.preferences_update_time, c.time_zone,
-       (c.erase_time IS NOT NULL)::boolean AS erased
+       (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
 FROM contact_settings s
 JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id
 WHERE s.tenant_id = $1 AND s.customer_id = $2
@@ -119,6 +121,7 @@ type ContactSettingsLockRow struct {
 	PreferencesUpdateTime pgtype.Timestamptz
 	TimeZone              string
 	Erased                bool
+	MergedInto            uuid.NullUUID
 }
 
 // The per-customer lock: every consent change and every recorded touch of
@@ -136,6 +139,7 @@ func (q *Queries) ContactSettingsLock(ctx context.Context, db DBTX, arg ContactS
 		&i.PreferencesUpdateTime,
 		&i.TimeZone,
 		&i.Erased,
+		&i.MergedInto,
 	)
 	return i, err
 }

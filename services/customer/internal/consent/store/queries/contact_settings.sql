@@ -3,7 +3,7 @@
 -- the customer takes it first. Also reads the customer's time zone.
 SELECT s.tenant_id, s.customer_id, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
        s.preferred_channels, s.preferences_update_time, c.time_zone,
-       (c.erase_time IS NOT NULL)::boolean AS erased
+       (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
 FROM contact_settings s
 JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id
 WHERE s.tenant_id = @tenant_id AND s.customer_id = @customer_id
@@ -21,7 +21,7 @@ ON CONFLICT (tenant_id, customer_id) DO NOTHING;
 -- Reads without locking. The customer row decides existence; the settings
 -- columns are NULL while the customer has none.
 SELECT c.time_zone, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
-       s.preferred_channels, s.preferences_update_time, (c.erase_time IS NOT NULL)::boolean AS erased
+       s.preferred_channels, s.preferences_update_time, (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
 FROM customers c
 LEFT JOIN contact_settings s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
 WHERE c.tenant_id = @tenant_id AND c.id = @customer_id;

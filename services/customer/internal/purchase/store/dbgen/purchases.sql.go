@@ -277,7 +277,10 @@ func (q *Queries) PurchaseList(ctx context.Context, db DBTX, arg PurchaseListPar
 const purchaseLockCustomer = `-- name: PurchaseLockCustomer :one
 SELECT pg_advisory_xact_lock($1::bigint)::text AS locked,
        set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
-       EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = $2 AND c.id = $3) AS customer_exists
+       COALESCE((SELECT c.erase_time IS NULL FROM customers c
+                 WHERE c.tenant_id = $2 AND c.id = $3), false)::boolean AS customer_exists,
+       (SELECT c.merged_into FROM customers c
+        WHERE c.tenant_id = $2 AND c.id = $3) AS merged_into
 `
 
 type PurchaseLockCustomerParams struct {
@@ -290,6 +293,7 @@ type PurchaseLockCustomerRow struct {
 	Locked         string
 	PlanCacheMode  string
 	CustomerExists bool
+	MergedInto     uuid.NullUUID
 }
 
 // PurchaseLockCustomer starts RecordPurchase's work on a customer, in one
@@ -303,10 +307,16 @@ type PurchaseLockCustomerRow struct {
 //     on the schedule, and a generic plan cached from one would be wrong for
 //     the other;
 //   - it says whether the customer exists in the tenant (another tenant's
-//     customer does not).
+//     customer does not; an erased one no longer does) and whether it was
+//     merged into another (then the purchase belongs to that one).
 func (q *Queries) PurchaseLockCustomer(ctx context.Context, db DBTX, arg PurchaseLockCustomerParams) (PurchaseLockCustomerRow, error) {
 	row := db.QueryRow(ctx, purchaseLockCustomer, arg.LockKey, arg.TenantID, arg.CustomerID)
 	var i PurchaseLockCustomerRow
-	err := row.Scan(&i.Locked, &i.PlanCacheMode, &i.CustomerExists)
+	err := row.Scan(
+		&i.Locked,
+		&i.PlanCacheMode,
+		&i.CustomerExists,
+		&i.MergedInto,
+	)
 	return i, err
 }

@@ -9,11 +9,15 @@
 --     on the schedule, and a generic plan cached from one would be wrong for
 --     the other;
 --   * it says whether the customer exists in the tenant (another tenant's
---     customer does not).
+--     customer does not; an erased one no longer does) and whether it was
+--     merged into another (then the purchase belongs to that one).
 -- name: PurchaseLockCustomer :one
 SELECT pg_advisory_xact_lock(@lock_key::bigint)::text AS locked,
        set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
-       EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = @tenant_id AND c.id = @customer_id) AS customer_exists;
+       COALESCE((SELECT c.erase_time IS NULL FROM customers c
+                 WHERE c.tenant_id = @tenant_id AND c.id = @customer_id), false)::boolean AS customer_exists,
+       (SELECT c.merged_into FROM customers c
+        WHERE c.tenant_id = @tenant_id AND c.id = @customer_id) AS merged_into;
 
 -- PurchaseInsert records a purchase unless its order reference is taken; then
 -- it returns no row and the caller reads the first purchase. A concurrent
