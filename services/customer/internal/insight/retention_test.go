@@ -338,11 +338,11 @@ func TestAnalyticsRoles(t *testing.T) {
 	b := setup(t)
 	tenant := uuid.New()
 	req := &customerv1.GetRetentionReportRequest{StartMonth: "2026-01", EndMonth: "2026-02"}
-	for _, role := range []string{"admin", "supervisor", "marketer"} {
+	for _, role := range []string{"admin", "supervisor", "marketer", "analyst"} {
 		_, err := b.insight.GetRetentionReport(grpcxtest.As(tenant, role), req)
 		require.NoError(t, err, role)
 	}
-	for _, role := range []string{"agent", "service", "analyst"} {
+	for _, role := range []string{"agent", "service"} {
 		_, err := b.insight.GetRetentionReport(grpcxtest.As(tenant, role), req)
 		require.Equal(t, codes.PermissionDenied, status.Code(err), role)
 		_, err = b.insight.GetCustomerMetrics(grpcxtest.As(tenant, role), &customerv1.GetCustomerMetricsRequest{
