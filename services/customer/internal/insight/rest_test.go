@@ -67,7 +67,7 @@ func TestREST(t *testing.T) {
 	t.Run("CustomerMetrics", func(t *testing.T) {
 		t.Parallel()
 		code, got := do(t, f.tenant, "supervisor", http.MethodGet,
-			"/v1/insights/customer-metrics?startTime=2026-03-01T00:00:00Z&endTime=2026-04-01T00:00:00Z")
+			"/v1/insights/customerMetrics?startTime=2026-03-01T00:00:00Z&endTime=2026-04-01T00:00:00Z")
 		require.Equal(t, http.StatusOK, code, "%v", got)
 		total := got["total"].(map[string]any)
 		require.Equal(t, "4", total["activeCustomers"])
@@ -81,7 +81,7 @@ func TestREST(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, code)
 		require.Contains(t, got["message"], "end_month")
 		code, got = do(t, f.tenant, "admin", http.MethodGet,
-			"/v1/insights/customer-metrics?startTime=2025-01-01T00:00:00Z&endTime=2026-03-01T00:00:00Z")
+			"/v1/insights/customerMetrics?startTime=2025-01-01T00:00:00Z&endTime=2026-03-01T00:00:00Z")
 		require.Equal(t, http.StatusBadRequest, code)
 		require.Contains(t, got["message"], "end_time")
 	})

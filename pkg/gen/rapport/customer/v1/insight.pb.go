@@ -1043,16 +1043,16 @@ const file_rapport_customer_v1_insight_proto_rawDesc = "" +
 	"\x14RecommendationReason\x12%\n" +
 	"!RECOMMENDATION_REASON_UNSPECIFIED\x10\x00\x12)\n" +
 	"%RECOMMENDATION_REASON_BOUGHT_TOGETHER\x10\x01\x12%\n" +
-	"!RECOMMENDATION_REASON_BEST_SELLER\x10\x022\xb9\x05\n" +
+	"!RECOMMENDATION_REASON_BEST_SELLER\x10\x022\xb8\x05\n" +
 	"\x0eInsightService\x12\xb8\x01\n" +
 	"\x13ListRecommendations\x12/.rapport.customer.v1.ListRecommendationsRequest\x1a0.rapport.customer.v1.ListRecommendationsResponse\">\xca\xf3\x18\a\n" +
 	"\x05\x01\x02\x03\x04\x06\x82\xd3\xe4\x93\x02-\x12+/v1/customers/{customer_id}/recommendations\x12\xb0\x01\n" +
 	"\x16RefreshRecommendations\x122.rapport.customer.v1.RefreshRecommendationsRequest\x1a3.rapport.customer.v1.RefreshRecommendationsResponse\"-\xca\xf3\x18\x03\n" +
 	"\x01\x01\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/recommendations:refresh\x12\x94\x01\n" +
 	"\x12GetRetentionReport\x12..rapport.customer.v1.GetRetentionReportRequest\x1a$.rapport.customer.v1.RetentionReport\"(\xca\xf3\x18\x06\n" +
-	"\x04\x01\x02\x04\x05\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/insights/retention\x12\xa1\x01\n" +
-	"\x12GetCustomerMetrics\x12..rapport.customer.v1.GetCustomerMetricsRequest\x1a*.rapport.customer.v1.CustomerMetricsReport\"/\xca\xf3\x18\x06\n" +
-	"\x04\x01\x02\x04\x05\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/insights/customer-metricsB\xda\x01\n" +
+	"\x04\x01\x02\x04\x05\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/insights/retention\x12\xa0\x01\n" +
+	"\x12GetCustomerMetrics\x12..rapport.customer.v1.GetCustomerMetricsRequest\x1a*.rapport.customer.v1.CustomerMetricsReport\".\xca\xf3\x18\x06\n" +
+	"\x04\x01\x02\x04\x05\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/insights/customerMetricsB\xda\x01\n" +
 	"\x17com.rapport.customer.v1B\fInsightProtoP\x01ZCgithub.com/rapporthq/rapport/pkg/gen/rapport/customer/v1;customerv1\xa2\x02\x03RCX\xaa\x02\x13Rapport.Customer.V1\xca\x02\x13Rapport\\Customer\\V1\xe2\x02\x1fRapport\\Customer\\V1\\GPBMetadata\xea\x02\x15Rapport::Customer::V1b\x06proto3"
 
 var (

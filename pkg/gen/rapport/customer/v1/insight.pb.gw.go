@@ -257,7 +257,7 @@ func RegisterInsightServiceHandlerServer(ctx context.Context, mux *runtime.Serve
 		var stream runtime.ServerTransportStream
 		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
 		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
-		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/rapport.customer.v1.InsightService/GetCustomerMetrics", runtime.WithHTTPPathPattern("/v1/insights/customer-metrics"))
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/rapport.customer.v1.InsightService/GetCustomerMetrics", runtime.WithHTTPPathPattern("/v1/insights/customerMetrics"))
 		if err != nil {
 			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
 			return
@@ -366,7 +366,7 @@ func RegisterInsightServiceHandlerClient(ctx context.Context, mux *runtime.Serve
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
 		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
-		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/rapport.customer.v1.InsightService/GetCustomerMetrics", runtime.WithHTTPPathPattern("/v1/insights/customer-metrics"))
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/rapport.customer.v1.InsightService/GetCustomerMetrics", runtime.WithHTTPPathPattern("/v1/insights/customerMetrics"))
 		if err != nil {
 			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
 			return
@@ -386,7 +386,7 @@ var (
 	pattern_InsightService_ListRecommendations_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "customers", "customer_id", "recommendations"}, ""))
 	pattern_InsightService_RefreshRecommendations_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "recommendations"}, "refresh"))
 	pattern_InsightService_GetRetentionReport_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "insights", "retention"}, ""))
-	pattern_InsightService_GetCustomerMetrics_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "insights", "customer-metrics"}, ""))
+	pattern_InsightService_GetCustomerMetrics_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "insights", "customerMetrics"}, ""))
 )
 
 var (
