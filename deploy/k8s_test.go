@@ -232,6 +232,11 @@ func networkFlows(r *rendered) []flow {
 		{monitoring, nats(0), 8222, tcp, true},
 		{internet, nats(0), 4222, tcp, false},
 		{pods["customer"], internet, 25, tcp, false},
+		// Outreach email goes to a submission port; only customer sends.
+		{pods["customer"], internet, 587, tcp, true},
+		{pods["customer"], internet, 465, tcp, true},
+		{pods["ticket"], internet, 587, tcp, false},
+		{pods["gateway"], internet, 465, tcp, false},
 	}
 	for _, name := range []string{"gateway", "customer", "ticket", "loyalty", "survey"} {
 		p := pods[name]
