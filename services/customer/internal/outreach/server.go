@@ -1,10 +1,7 @@
 package outreach
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -404,28 +401,11 @@ func maskPaths(paths []string) ([]string, error) {
 	return out, nil
 }
 
-// Page tokens are opaque: a version byte, a fingerprint of the list's
-// filter (a token used with another filter is refused rather than paging
-// wrongly) and the keyset position.
-const tokenVersion = 1
+// Page tokens are grpcx page tokens: the filter's fingerprint and the
+// position of the page's last row.
+func encodeToken(filter string, pos []byte) string { return grpcx.EncodePageToken(filter, pos) }
 
-func encodeToken(filter string, pos []byte) string {
-	h := sha256.Sum256([]byte(filter))
-	b := append([]byte{tokenVersion}, h[:8]...)
-	return base64.RawURLEncoding.EncodeToString(append(b, pos...))
-}
-
-func decodeToken(s, filter string) ([]byte, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 9 || b[0] != tokenVersion {
-		return nil, errors.New("is not a token from this API")
-	}
-	h := sha256.Sum256([]byte(filter))
-	if !bytes.Equal(b[1:9], h[:8]) {
-		return nil, errors.New("was issued for other filters; repeat the first request's filters")
-	}
-	return b[9:], nil
-}
+func decodeToken(s, filter string) ([]byte, error) { return grpcx.DecodePageToken(s, filter) }
 
 // toStatus maps the domain's errors to statuses, once. Other errors pass
 // on to grpcx's mapping (database kinds, or INTERNAL).
