@@ -21,7 +21,14 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 	"github.com/rapporthq/rapport/services/customer/internal/timeline/store"
+)
+
+// The personal fields of an interaction, as audit rows name them.
+const (
+	fieldSummary = "interaction.summary"
+	fieldBody    = "interaction.body"
 )
 
 // api implements customerv1.TimelineServiceServer.
@@ -71,6 +78,10 @@ func (a *api) CreateInteraction(ctx context.Context, req *customerv1.CreateInter
 			return nil, toStatus(err)
 		}
 		fresh = entryToProto(e, summary, body)
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.Create, CustomerIDs: []uuid.UUID{customerID},
+			Fields: textFields(fresh), IdempotencyKey: req.GetRequestId()}); err != nil {
+			return nil, err
+		}
 		return wrapperspb.String(e.ID.String()), nil
 	})
 	if err != nil {
@@ -83,7 +94,8 @@ func (a *api) CreateInteraction(ctx context.Context, req *customerv1.CreateInter
 	if err != nil {
 		return nil, fmt.Errorf("stored interaction id: %w", err)
 	}
-	return a.s.get(ctx, tenant, customerID, id)
+	// A retry reads the entry back: audited as a read.
+	return a.s.getAudited(ctx, tenant, customerID, id)
 }
 
 func (a *api) GetInteraction(ctx context.Context, req *customerv1.GetInteractionRequest) (*customerv1.Interaction, error) {
@@ -99,7 +111,7 @@ func (a *api) GetInteraction(ctx context.Context, req *customerv1.GetInteraction
 	if err != nil {
 		return nil, err
 	}
-	return a.s.get(ctx, tenant, customerID, id)
+	return a.s.getAudited(ctx, tenant, customerID, id)
 }
 
 func (a *api) ListInteractions(ctx context.Context, req *customerv1.ListInteractionsRequest) (*customerv1.ListInteractionsResponse, error) {
@@ -154,7 +166,51 @@ func (a *api) ListInteractions(ctx context.Context, req *customerv1.ListInteract
 	if err != nil {
 		return nil, err
 	}
+	if err := a.s.auditRead(ctx, audit.List, customerID, resp.Interactions...); err != nil {
+		return nil, err
+	}
 	return resp, nil
+}
+
+// getAudited is get with the read audited.
+func (s *Server) getAudited(ctx context.Context, tenant, customerID, id uuid.UUID) (*customerv1.Interaction, error) {
+	in, err := s.get(ctx, tenant, customerID, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.auditRead(ctx, audit.Read, customerID, in); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// auditRead records, on the pool and before they are returned, that the
+// text of a customer's entries was read. Entries without text (most
+// projected ones) return nothing personal and write no row. A read that
+// cannot be audited fails.
+func (s *Server) auditRead(ctx context.Context, action audit.Action, customerID uuid.UUID, ins ...*customerv1.Interaction) error {
+	fields := textFields(ins...)
+	if len(fields) == 0 {
+		return nil
+	}
+	return audit.Record(ctx, s.pool, audit.Entry{Action: action, CustomerIDs: []uuid.UUID{customerID}, Fields: fields})
+}
+
+// textFields names the personal fields set in any of ins, never a value.
+func textFields(ins ...*customerv1.Interaction) []string {
+	var summary, body bool
+	for _, in := range ins {
+		summary = summary || in.GetSummary() != ""
+		body = body || in.GetBody() != ""
+	}
+	out := []string{}
+	if summary {
+		out = append(out, fieldSummary)
+	}
+	if body {
+		out = append(out, fieldBody)
+	}
+	return out
 }
 
 // create stores a manual entry, its text sealed for the customer, in tx.

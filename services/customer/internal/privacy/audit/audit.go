@@ -62,6 +62,9 @@ type Entry struct {
 	Method string
 }
 
+// serviceRoles are the roles of rows the service writes for its own work.
+var serviceRoles = []string{"service"}
+
 // Record writes e as the calling principal's row, in db: the change's
 // transaction for a change, the pool for a read. Without an authenticated
 // principal nothing can be attributed, and it fails.
@@ -78,6 +81,21 @@ func Record(ctx context.Context, db store.DB, e Entry) error {
 	if method == "" {
 		method, _ = grpc.Method(ctx)
 	}
+	return insert(ctx, db, tenant, p.Subject, p.Roles, method, e)
+}
+
+// RecordService writes e as a row of the service's own work outside any
+// call (a worker, an event consumer) for tenant: actor names the component
+// (e.g. "outreach-worker"), e.Method the work, and the roles are
+// "service". Calls use Record: their rows name the caller.
+func RecordService(ctx context.Context, db store.DB, tenant uuid.UUID, actor string, e Entry) error {
+	if actor == "" {
+		return errors.New("audit: no actor")
+	}
+	return insert(ctx, db, tenant, actor, serviceRoles, e.Method, e)
+}
+
+func insert(ctx context.Context, db store.DB, tenant uuid.UUID, actor string, roles []string, method string, e Entry) error {
 	if method == "" {
 		return errors.New("audit: no method")
 	}
@@ -90,7 +108,7 @@ func Record(ctx context.Context, db store.DB, e Entry) error {
 		key, _ = uuid.Parse(e.IdempotencyKey) // validated as a UUID by the request schema
 	}
 	return store.New().InsertAudit(ctx, db, store.AuditEntry{
-		TenantID: tenant, ID: id, ActorSubject: p.Subject, ActorRoles: p.Roles, Action: string(e.Action),
+		TenantID: tenant, ID: id, ActorSubject: actor, ActorRoles: roles, Action: string(e.Action),
 		Method: method, CustomerIDs: e.CustomerIDs, Fields: e.Fields, RequestID: grpcx.RequestID(ctx),
 		IdempotencyKey: key,
 	})
