@@ -3,9 +3,7 @@ package purchase_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,19 +11,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/rapporthq/rapport/pkg/authn"
-	"github.com/rapporthq/rapport/pkg/authz"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	typev1 "github.com/rapporthq/rapport/pkg/gen/rapport/type/v1"
-	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase"
@@ -33,37 +26,13 @@ import (
 
 var spec = pgdbtest.Spec{Schema: customer.Name, Migrations: customer.Migrations()}
 
-// Metadata the test AuthFunc trusts as the caller's principal.
-const (
-	mdTenant  = "x-test-tenant"
-	mdSubject = "x-test-subject"
-	mdRoles   = "x-test-roles"
-)
-
 // t0 is the fake clock's start: a fixed instant, so day boundaries in the
 // RFM tests are exact.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type testBundle struct {
 	pool      *pgxpool.Pool
-	clock     *clock
+	clock     *grpcxtest.Clock
 	server    *purchase.Server
 	purchases customerv1.PurchaseServiceClient
 	segments  customerv1.SegmentServiceClient
@@ -78,53 +47,20 @@ func setup(tb testing.TB, opts *setupOpts) *testBundle {
 	if opts == nil {
 		opts = &setupOpts{}
 	}
-	b := &testBundle{pool: opts.pool, clock: &clock{t: t0}}
+	b := &testBundle{pool: opts.pool, clock: grpcxtest.NewClock(t0)}
 	if b.pool == nil {
 		b.pool = pgdbtest.NewPool(tb, spec)
 	}
 	b.server = purchase.NewServer(b.pool, b.clock.Now)
-	srv, err := grpcx.NewServer(grpcx.ServerConfig{AuthFunc: trustMetadata, Authorize: (&authz.Policy{}).Authorize})
-	require.NoError(tb, err)
-	b.server.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	go func() { _ = srv.Serve(lis) }()
-	tb.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(tb, err)
-	tb.Cleanup(func() { _ = conn.Close() })
+	conn := grpcxtest.Serve(tb, b.server.Register)
 	b.purchases = customerv1.NewPurchaseServiceClient(conn)
 	b.segments = customerv1.NewSegmentServiceClient(conn)
 	return b
 }
 
-// trustMetadata is the test AuthFunc: the principal is whatever the
-// metadata says (token verification is authn's business, tested there).
-func trustMetadata(ctx context.Context) (context.Context, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	tenant := md.Get(mdTenant)
-	if len(tenant) != 1 {
-		return nil, status.Error(codes.Unauthenticated, "no test principal")
-	}
-	p := authn.Principal{TenantID: tenant[0], Subject: "tester"}
-	if s := md.Get(mdSubject); len(s) == 1 {
-		p.Subject = s[0]
-	}
-	if r := md.Get(mdRoles); len(r) == 1 {
-		p.Roles = strings.Split(r[0], ",")
-	}
-	return authn.NewContext(ctx, p), nil
-}
-
 // as is an outgoing context for a caller of tenant holding roles (admin if
 // none are given).
-func as(tenant uuid.UUID, roles ...string) context.Context {
-	if len(roles) == 0 {
-		roles = []string{"admin"}
-	}
-	return metadata.AppendToOutgoingContext(context.Background(),
-		mdTenant, tenant.String(), mdRoles, strings.Join(roles, ","))
-}
+func as(tenant uuid.UUID, roles ...string) context.Context { return grpcxtest.As(tenant, roles...) }
 
 // customerColumns returns the customers table's required columns besides
 // tenant_id and id, with a SQL expression filling each: the table belongs
