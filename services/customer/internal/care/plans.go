@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/care/store"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
 
 func (a *careAPI) CreateCarePlan(ctx context.Context, req *customerv1.CreateCarePlanRequest) (*customerv1.CarePlan, error) {
@@ -42,7 +44,7 @@ func (a *careAPI) CreateCarePlan(ctx context.Context, req *customerv1.CreateCare
 	}
 	key := idem.Key{TenantID: tenant.String(), Principal: subject,
 		Method: customerv1.CareService_CreateCarePlan_FullMethodName, RequestID: req.GetRequestId()}
-	return sealedIdempotent(ctx, a.s, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.CarePlan, uuid.UUID, error) {
+	return sealedIdempotent(ctx, a.s, tenant, key, req, audit.Create, planFields, func(ctx context.Context, tx pgx.Tx) (*customerv1.CarePlan, uuid.UUID, error) {
 		ok, err := a.s.store.CustomerExists(ctx, tx, tenant, customerID)
 		if err != nil {
 			return nil, uuid.Nil, err
@@ -121,7 +123,11 @@ func (a *careAPI) GetCarePlan(ctx context.Context, req *customerv1.GetCarePlanRe
 	if err != nil {
 		return nil, err
 	}
-	return planToProto(p, keys[customerID]), nil
+	out := planToProto(p, keys[customerID])
+	if err := a.s.auditRead(ctx, audit.Read, []uuid.UUID{customerID}, planFields(out)); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (a *careAPI) ListCarePlans(ctx context.Context, req *customerv1.ListCarePlansRequest) (*customerv1.ListCarePlansResponse, error) {
@@ -165,6 +171,9 @@ func (a *careAPI) ListCarePlans(ctx context.Context, req *customerv1.ListCarePla
 	for _, p := range rows {
 		resp.CarePlans = append(resp.CarePlans, planToProto(p, keys[customerID]))
 	}
+	if err := a.s.auditRead(ctx, audit.List, []uuid.UUID{customerID}, planFields(resp.CarePlans...)); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 
@@ -180,7 +189,7 @@ func (a *careAPI) CompleteCareTask(ctx context.Context, req *customerv1.Complete
 	now := a.s.now().UTC()
 	key := idem.Key{TenantID: tenant.String(), Principal: subject,
 		Method: customerv1.CareService_CompleteCareTask_FullMethodName, RequestID: req.GetRequestId()}
-	return sealedIdempotent(ctx, a.s, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.CareTask, uuid.UUID, error) {
+	return sealedIdempotent(ctx, a.s, tenant, key, req, audit.Update, taskFields, func(ctx context.Context, tx pgx.Tx) (*customerv1.CareTask, uuid.UUID, error) {
 		t, err := a.s.store.LockTask(ctx, tx, tenant, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, uuid.Nil, toStatus(errTaskNotFound)
@@ -259,10 +268,73 @@ func (a *careAPI) ListCareTasks(ctx context.Context, req *customerv1.ListCareTas
 	if err != nil {
 		return nil, err
 	}
+	read := []uuid.UUID{} // the customers whose texts the page shows
 	for _, t := range rows {
-		resp.CareTasks = append(resp.CareTasks, taskToProto(t, keys[t.CustomerID]))
+		out := taskToProto(t, keys[t.CustomerID])
+		resp.CareTasks = append(resp.CareTasks, out)
+		if len(taskFields(out)) > 0 && !slices.Contains(read, t.CustomerID) {
+			read = append(read, t.CustomerID)
+		}
+	}
+	if err := a.s.auditRead(ctx, audit.List, read, taskFields(resp.CareTasks...)); err != nil {
+		return nil, err
 	}
 	return resp, nil
+}
+
+// auditRead records, on the pool and before they are returned, that the
+// customers' care texts named by fields were read. A read that returned no
+// text (an empty page, erased customers) writes no row. A read that cannot
+// be audited fails.
+func (s *Server) auditRead(ctx context.Context, action audit.Action, customers []uuid.UUID, fields []string) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	return audit.Record(ctx, s.pool, audit.Entry{Action: action, CustomerIDs: customers, Fields: fields})
+}
+
+// The personal fields of plans and tasks, as audit rows name them.
+const (
+	fieldPlanTitle       = "care_plan.title"
+	fieldPlanTaskTitle   = "care_plan.tasks.title"
+	fieldPlanTaskNote    = "care_plan.tasks.outcome_note"
+	fieldTaskTitle       = "care_task.title"
+	fieldTaskOutcomeNote = "care_task.outcome_note"
+)
+
+// planFields names the personal fields set in any of ps, never a value.
+func planFields(ps ...*customerv1.CarePlan) []string {
+	var title bool
+	var tasks []*customerv1.CareTask
+	for _, p := range ps {
+		title = title || p.GetTitle() != ""
+		tasks = append(tasks, p.GetTasks()...)
+	}
+	out := []string{}
+	if title {
+		out = append(out, fieldPlanTitle)
+	}
+	for _, f := range taskFields(tasks...) {
+		out = append(out, map[string]string{fieldTaskTitle: fieldPlanTaskTitle, fieldTaskOutcomeNote: fieldPlanTaskNote}[f])
+	}
+	return out
+}
+
+// taskFields names the personal fields set in any of ts, never a value.
+func taskFields(ts ...*customerv1.CareTask) []string {
+	var title, note bool
+	for _, t := range ts {
+		title = title || t.GetTitle() != ""
+		note = note || t.GetOutcomeNote() != ""
+	}
+	out := []string{}
+	if title {
+		out = append(out, fieldTaskTitle)
+	}
+	if note {
+		out = append(out, fieldTaskOutcomeNote)
+	}
+	return out
 }
 
 // keys returns the data keys of customers, in one query; an erased
@@ -317,8 +389,12 @@ func taskToProto(t store.Task, k *pii.CustomerKey) *customerv1.CareTask {
 // could be checked against guesses) and the response sealed for the
 // customer it is about (so erasing them shreds it). fn returns the response
 // and that customer.
+//
+// It audits the call once: the change as action, in fn's transaction; a
+// retry, which returns the stored response, as a read. fields names the
+// personal fields of a response.
 func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uuid.UUID, key idem.Key, req proto.Message,
-	fn func(ctx context.Context, tx pgx.Tx) (R, uuid.UUID, error),
+	action audit.Action, fields func(...R) []string, fn func(ctx context.Context, tx pgx.Tx) (R, uuid.UUID, error),
 ) (R, error) {
 	var zero R
 	// The tenant's keys, created on first use outside the transaction (see
@@ -353,6 +429,10 @@ func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uu
 			return nil, err
 		}
 		fresh, isFresh = resp, true
+		if err := audit.Record(ctx, tx, audit.Entry{Action: action, CustomerIDs: []uuid.UUID{customerID},
+			Fields: fields(resp), IdempotencyKey: key.RequestID}); err != nil {
+			return nil, err
+		}
 		if key.RequestID == "" {
 			return &wrapperspb.BytesValue{}, nil // nothing is stored
 		}
@@ -387,6 +467,9 @@ func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uu
 	out := zero.ProtoReflect().New().Interface().(R)
 	if err := proto.Unmarshal(b, out); err != nil {
 		return zero, fmt.Errorf("decode stored response: %w", err)
+	}
+	if err := s.auditRead(ctx, audit.Read, []uuid.UUID{customerID}, fields(out)); err != nil {
+		return zero, err
 	}
 	return out, nil
 }

@@ -1,0 +1,153 @@
+package care_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
+)
+
+// TestSEC09CarePlanAudit: creating a plan and completing a task write one
+// audit row each, in their transaction; every read that returns plan or
+// task texts (get, pages, the worklist, a retried change) writes one. Rows
+// name the fields and customers, never a title or a note.
+func TestSEC09CarePlanAudit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	c1, c2 := b.newCustomer(t, customerOpts{}), b.newCustomer(t, customerOpts{})
+	ctx := grpcxtest.AsSubject(b.tenant, "agent-3", "agent")
+	const planTitle, taskTitle, note = "MARKER-plan-5b2 Ada's divorce", "MARKER-task-81c call Ada", "MARKER-note-0de she moved to Leipzig"
+	values := []string{planTitle, taskTitle, note}
+	due := timestamppb.New(time.Date(2026, 6, 3, 9, 0, 0, 0, time.UTC))
+	plan := &customerv1.CarePlan{Title: planTitle, Tasks: []*customerv1.CareTask{{Title: taskTitle, Assignee: "agent-3", DueTime: due}}}
+	rows := func(call func()) []auditRow { return audited(t, b.pool, b.tenant, call) }
+	planFields := []string{"care_plan.title", "care_plan.tasks.title"}
+
+	create := &customerv1.CreateCarePlanRequest{CustomerId: c1.String(), CarePlan: plan, RequestId: uuid.NewString()}
+	var p *customerv1.CarePlan
+	r := requireOneRow(t, rows(func() {
+		var err error
+		p, err = b.client.CreateCarePlan(ctx, create)
+		require.NoError(t, err)
+	}), "create", "agent-3", "/CreateCarePlan", []uuid.UUID{c1}, planFields, values...)
+	require.Equal(t, create.GetRequestId(), r.idempotencyKey)
+	requireOneRow(t, rows(func() {
+		_, err := b.client.CreateCarePlan(ctx, create)
+		require.NoError(t, err)
+	}), "read", "agent-3", "/CreateCarePlan", []uuid.UUID{c1}, planFields, values...)
+
+	complete := &customerv1.CompleteCareTaskRequest{Id: p.GetTasks()[0].GetId(), OutcomeNote: note, RequestId: uuid.NewString()}
+	taskFields := []string{"care_task.title", "care_task.outcome_note"}
+	r = requireOneRow(t, rows(func() {
+		_, err := b.client.CompleteCareTask(ctx, complete)
+		require.NoError(t, err)
+	}), "update", "agent-3", "/CompleteCareTask", []uuid.UUID{c1}, taskFields, values...)
+	require.Equal(t, complete.GetRequestId(), r.idempotencyKey)
+	requireOneRow(t, rows(func() {
+		_, err := b.client.CompleteCareTask(ctx, complete)
+		require.NoError(t, err)
+	}), "read", "agent-3", "/CompleteCareTask", []uuid.UUID{c1}, taskFields, values...)
+
+	withNote := append(planFields, "care_plan.tasks.outcome_note")
+	requireOneRow(t, rows(func() {
+		_, err := b.client.GetCarePlan(ctx, &customerv1.GetCarePlanRequest{CustomerId: c1.String(), Id: p.GetId()})
+		require.NoError(t, err)
+	}), "read", "agent-3", "/GetCarePlan", []uuid.UUID{c1}, withNote, values...)
+	requireOneRow(t, rows(func() {
+		page, err := b.client.ListCarePlans(ctx, &customerv1.ListCarePlansRequest{CustomerId: c1.String()})
+		require.NoError(t, err)
+		require.Len(t, page.GetCarePlans(), 1)
+	}), "list", "agent-3", "/ListCarePlans", []uuid.UUID{c1}, withNote, values...)
+
+	// The worklist spans customers: one row naming each whose texts it shows.
+	_, err := b.client.CreateCarePlan(ctx, &customerv1.CreateCarePlanRequest{CustomerId: c2.String(), CarePlan: plan})
+	require.NoError(t, err)
+	requireOneRow(t, rows(func() {
+		page, err := b.client.ListCareTasks(ctx, &customerv1.ListCareTasksRequest{Assignee: "agent-3"})
+		require.NoError(t, err)
+		require.Len(t, page.GetCareTasks(), 2)
+	}), "list", "agent-3", "/ListCareTasks", []uuid.UUID{c1, c2}, taskFields, values...)
+
+	// Reads that show no text write nothing: an empty page, a customer
+	// without plans, an erased customer's tasks (their key is gone); nor
+	// do failed calls.
+	_, err = b.pool.Exec(context.Background(), `DELETE FROM customer_keys WHERE tenant_id = $1 AND customer_id = $2`, b.tenant, c2)
+	require.NoError(t, err)
+	require.Empty(t, rows(func() {
+		page, err := b.client.ListCareTasks(ctx, &customerv1.ListCareTasksRequest{Assignee: "agent-9"})
+		require.NoError(t, err)
+		require.Empty(t, page.GetCareTasks())
+		page, err = b.client.ListCareTasks(ctx, &customerv1.ListCareTasksRequest{Status: customerv1.CareTaskStatus_CARE_TASK_STATUS_OPEN})
+		require.NoError(t, err)
+		require.Len(t, page.GetCareTasks(), 1, "the erased customer's task, without its title")
+		require.Empty(t, page.GetCareTasks()[0].GetTitle())
+		plans, err := b.client.ListCarePlans(ctx, &customerv1.ListCarePlansRequest{CustomerId: b.newCustomer(t, customerOpts{}).String()})
+		require.NoError(t, err)
+		require.Empty(t, plans.GetCarePlans())
+		_, err = b.client.GetCarePlan(ctx, &customerv1.GetCarePlanRequest{CustomerId: c2.String(), Id: p.GetId()})
+		requireCode(t, err, codes.NotFound)
+		_, err = b.client.CompleteCareTask(ctx, &customerv1.CompleteCareTaskRequest{Id: p.GetTasks()[0].GetId()})
+		requireCode(t, err, codes.FailedPrecondition)
+	}))
+}
+
+// auditRow is one pii_audit row; text is the whole row as JSON, for
+// scanning it for personal values.
+type auditRow struct {
+	action, actor, method, idempotencyKey string
+	customers                             []uuid.UUID
+	fields                                []string
+	text                                  string
+}
+
+// auditRows returns the tenant's audit rows, oldest first (ids are UUIDv7).
+func auditRows(tb testing.TB, pool *pgxpool.Pool, tenant uuid.UUID) []auditRow {
+	tb.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT action, actor_subject, method, coalesce(idempotency_key::text, ''), customer_ids, fields, row_to_json(a)::text
+		FROM pii_audit a WHERE tenant_id = $1 ORDER BY id`, tenant)
+	require.NoError(tb, err)
+	defer rows.Close()
+	var out []auditRow
+	for rows.Next() {
+		var r auditRow
+		require.NoError(tb, rows.Scan(&r.action, &r.actor, &r.method, &r.idempotencyKey, &r.customers, &r.fields, &r.text))
+		out = append(out, r)
+	}
+	require.NoError(tb, rows.Err())
+	return out
+}
+
+// audited runs call and returns the audit rows it added to the tenant's log.
+func audited(tb testing.TB, pool *pgxpool.Pool, tenant uuid.UUID, call func()) []auditRow {
+	tb.Helper()
+	before := len(auditRows(tb, pool, tenant))
+	call()
+	return auditRows(tb, pool, tenant)[before:]
+}
+
+// requireOneRow asserts rows is exactly one row of action by actor about
+// customers, naming fields, and holding none of the values.
+func requireOneRow(tb testing.TB, rows []auditRow, action, actor, method string, customers []uuid.UUID, fields []string, values ...string) auditRow {
+	tb.Helper()
+	require.Len(tb, rows, 1, "exactly one audit row")
+	r := rows[0]
+	require.Equal(tb, action, r.action)
+	require.Equal(tb, actor, r.actor)
+	require.True(tb, strings.HasSuffix(r.method, method), "method %s, want …%s", r.method, method)
+	require.ElementsMatch(tb, customers, r.customers)
+	require.ElementsMatch(tb, fields, r.fields)
+	for _, v := range values {
+		require.NotContains(tb, r.text, v, "the audit row holds a personal value")
+	}
+	return r
+}
