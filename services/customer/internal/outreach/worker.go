@@ -78,6 +78,9 @@ func (s *Server) deliver(ctx context.Context, d store.Delivery) error {
 	if failReason != "" {
 		return s.record(ctx, d, "", &SendError{Permanent: true, Reason: failReason})
 	}
+	if err := auditDeliver(ctx, s.pool, d, msg); err != nil {
+		return err // not sent: the lease runs out and the delivery is tried again
+	}
 	sendCtx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
 	providerID, sendErr := s.drivers[consent.Channel(d.Channel)].Send(sendCtx, msg)
