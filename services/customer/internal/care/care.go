@@ -26,7 +26,10 @@
 //   - Titles and outcome notes of plans are free text about a person: they
 //     are sealed with the customer's data key (internal/pii), so erasing
 //     the customer shreds them, and idempotent responses holding them are
-//     stored sealed too.
+//     stored sealed too. Each call that writes or returns them writes
+//     exactly one audit row (privacy/audit, SEC-09) naming the customers
+//     and the fields, never a value: a change in its transaction, a read
+//     before it answers (a read that cannot be audited fails).
 //
 // It must not read another service's data (resolved tickets arrive as
 // events), and it never builds SQL: the store package holds it.

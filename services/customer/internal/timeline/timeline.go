@@ -8,6 +8,10 @@
 //     key (internal/pii) before they reach the database, and the
 //     idempotency record of CreateInteraction holds only a keyed fingerprint
 //     of the request and the new entry's id: no plaintext is stored anywhere.
+//   - Each call that writes or returns that text writes exactly one audit
+//     row (privacy/audit, SEC-09) naming the fields, never a value: a create
+//     in its transaction, a read before it answers (a read that cannot be
+//     audited fails). Entries without text read nothing personal.
 //   - Each event becomes at most one entry, however often it is delivered:
 //     the inbox row (pkg/inbox) and the entry commit in one transaction, and
 //     the event id is also unique per tenant in interactions, so a consumer
