@@ -30,7 +30,8 @@ func DefaultSettings() store.Settings {
 // settingsPaths are the CareSettings fields UpdateCareSettings may set.
 var settingsPaths = []string{
 	"birthday_enabled", "anniversary_enabled", "purchase_follow_up_days", "ticket_follow_up_days",
-	"default_time_zone", "due_hour",
+	"default_time_zone", "due_hour", "birthday_template_key", "holiday_template_key", "anniversary_template_key",
+	"purchase_follow_up_template_key", "ticket_follow_up_template_key",
 }
 
 // maxRangeDays bounds ListCareOccasions' date range.
@@ -61,6 +62,9 @@ func (a *careAPI) UpdateCareSettings(ctx context.Context, req *customerv1.Update
 	}
 	paths, err := settingsMask(req.GetUpdateMask().GetPaths())
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkTemplateKeys(req.GetSettings(), paths); err != nil {
 		return nil, toStatus(err)
 	}
 	if slices.Contains(paths, "default_time_zone") {
@@ -153,6 +157,16 @@ func mergeSettings(cur store.Settings, in *customerv1.CareSettings, paths []stri
 			next.DefaultTimeZone = in.GetDefaultTimeZone()
 		case "due_hour":
 			next.DueHour = in.GetDueHour()
+		case "birthday_template_key":
+			next.TemplateKeys.Birthday = in.GetBirthdayTemplateKey()
+		case "holiday_template_key":
+			next.TemplateKeys.Holiday = in.GetHolidayTemplateKey()
+		case "anniversary_template_key":
+			next.TemplateKeys.Anniversary = in.GetAnniversaryTemplateKey()
+		case "purchase_follow_up_template_key":
+			next.TemplateKeys.PurchaseFollowUp = in.GetPurchaseFollowUpTemplateKey()
+		case "ticket_follow_up_template_key":
+			next.TemplateKeys.TicketFollowUp = in.GetTicketFollowUpTemplateKey()
 		}
 	}
 	return next
@@ -168,6 +182,9 @@ func settingsToProto(st store.Settings) *customerv1.CareSettings {
 		BirthdayEnabled: st.BirthdayEnabled, AnniversaryEnabled: st.AnniversaryEnabled,
 		PurchaseFollowUpDays: st.PurchaseFollowUpDays, TicketFollowUpDays: st.TicketFollowUpDays,
 		DefaultTimeZone: st.DefaultTimeZone, DueHour: st.DueHour, Version: st.Version,
+		BirthdayTemplateKey: st.TemplateKeys.Birthday, HolidayTemplateKey: st.TemplateKeys.Holiday,
+		AnniversaryTemplateKey: st.TemplateKeys.Anniversary, PurchaseFollowUpTemplateKey: st.TemplateKeys.PurchaseFollowUp,
+		TicketFollowUpTemplateKey: st.TemplateKeys.TicketFollowUp,
 	}
 	if !st.UpdateTime.IsZero() {
 		out.UpdateTime = timestamppb.New(st.UpdateTime)

@@ -95,7 +95,7 @@ func templateToProto(t store.Template) *customerv1.OutreachTemplate {
 
 func deliveryToProto(d store.Delivery) *customerv1.OutreachDelivery {
 	return &customerv1.OutreachDelivery{
-		Id: d.ID.String(), CustomerId: d.CustomerID.String(), TemplateId: d.TemplateID.String(),
+		Id: d.ID.String(), CustomerId: d.CustomerID.String(), TemplateId: idString(d.TemplateID),
 		TemplateKey: d.TemplateKey, Channel: channelValue(d.Channel), Purpose: purposeValue(d.Purpose),
 		Locale: d.Locale, Status: statusValue(d.Status), Attempts: int32(d.Attempts), //nolint:gosec // small
 		LastErrorCode: d.LastErrorCode, FailureReason: d.FailureReason, RefusalReason: refusalValue(d.RefusalReason),

@@ -59,7 +59,13 @@ const (
 	ReasonProviderRejected  = "provider_rejected"
 	ReasonAttemptsExhausted = "attempts_exhausted"
 	ReasonErased            = "erased"
-	refusedPrefix           = "refused:"
+	// ReasonNoTemplate: the care settings name a template key the tenant
+	// has no template for (care occasions only).
+	ReasonNoTemplate = "no_template"
+	// ReasonRenderFailed: the template uses a variable care outreach does
+	// not provide (care occasions only; SendOutreach refuses the request).
+	ReasonRenderFailed = "render_failed"
+	refusedPrefix      = "refused:"
 )
 
 // Templatable channels: the ones a driver kind exists for.

@@ -28,6 +28,12 @@ type sendRequest struct {
 	variables   map[string]string
 	locale      string // "": the customer's
 	requestID   uuid.UUID
+	// care, when set, is the care occasion this sends for (the care.due
+	// consumer): the variables come from it and the profile (see
+	// careVariables), and a missing template or a failed render is a
+	// FAILED delivery in the log (no_template, render_failed) rather than
+	// an error for a caller there is none of.
+	care *careOccasion
 }
 
 func (s *Server) SendOutreach(ctx context.Context, req *customerv1.SendOutreachRequest) (*customerv1.OutreachDelivery, error) {
@@ -72,7 +78,11 @@ func (s *Server) SendOutreach(ctx context.Context, req *customerv1.SendOutreachR
 //  1. A request id that already made a delivery returns it (for ever, not
 //     only while idempotency_keys keeps the response).
 //  2. The template and the customer are read; the message is rendered now
-//     (a missing variable is the caller's error, reported at once).
+//     (a missing variable is the caller's error, reported at once). For a
+//     care occasion (r.care) there is no caller to tell: a missing
+//     template or a failed render is a FAILED delivery (no_template,
+//     render_failed) and its OutreachFailed, and the variables are the
+//     care set (care.go), the display name opened here.
 //  3. Without an address for the channel, or a driver, it fails at once:
 //     nothing could be sent, so no touch is reserved.
 //  4. The governor decides and, if allowed, records the touch in tx
@@ -84,6 +94,9 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 	if r.requestID != uuid.Nil {
 		prior, err := s.store.DeliveryByRequestID(ctx, tx, w.tenant, r.requestID)
 		switch {
+		case err == nil && r.care != nil:
+			// The occasion was handled, whatever the settings say now.
+			return prior, nil
 		case err == nil:
 			if prior.CustomerID != r.customerID || string(r.purpose) != prior.Purpose ||
 				(r.templateID != uuid.Nil && r.templateID != prior.TemplateID) ||
@@ -105,10 +118,11 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 	} else {
 		t, err = s.store.TemplateByKey(ctx, tx, w.tenant, r.templateKey)
 	}
-	if errors.Is(err, store.ErrNotFound) {
+	noTemplate := errors.Is(err, store.ErrNotFound) && r.care != nil
+	if errors.Is(err, store.ErrNotFound) && !noTemplate {
 		return store.Delivery{}, errTemplateNotFound
 	}
-	if err != nil {
+	if err != nil && !noTemplate {
 		return store.Delivery{}, err
 	}
 	contact, err := s.store.CustomerContact(ctx, tx, w.tenant, r.customerID)
@@ -129,35 +143,51 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		return store.Delivery{}, err
 	}
 
+	id, err := uuid.NewV7()
+	if err != nil {
+		return store.Delivery{}, fmt.Errorf("new delivery id: %w", err)
+	}
+	d := store.Delivery{
+		TenantID: w.tenant, ID: id, CustomerID: r.customerID, SealedCustomerID: r.customerID,
+		TemplateKey: r.templateKey, Purpose: string(r.purpose), RequestID: r.requestID, CreateTime: now,
+	}
+	if noTemplate {
+		d.Status, d.FailureReason = store.StatusFailed, ReasonNoTemplate
+		return s.insertDelivery(ctx, tx, d, now)
+	}
+	d.TemplateID, d.TemplateKey, d.Channel = t.ID, t.Key, t.Channel
+
 	locale := r.locale
 	if locale == "" {
 		locale = contact.Locale
 	}
 	v := pickVariant(t, locale)
+	d.Locale = v.Locale
 	p, err := parse(v)
 	if err != nil {
 		return store.Delivery{}, fmt.Errorf("parse stored template %s: %w", t.ID, err)
 	}
-	content, err := p.render(r.variables)
+	vars := r.variables
+	if r.care != nil {
+		if vars, err = r.care.variables(key, contact); err != nil {
+			return store.Delivery{}, err
+		}
+	}
+	content, err := p.render(vars)
 	if err != nil {
 		var pe *partError
-		if errors.As(err, &pe) {
+		switch {
+		case errors.As(err, &pe) && r.care != nil:
+			d.Status, d.FailureReason = store.StatusFailed, ReasonRenderFailed
+			return s.insertDelivery(ctx, tx, d, now)
+		case errors.As(err, &pe):
 			return store.Delivery{}, &FieldError{Field: "variables",
 				Reason: fmt.Sprintf("do not render template %s (variant %s, %s): %v", t.Key, v.Locale, pe.part, pe.err)}
 		}
 		return store.Delivery{}, err
 	}
 
-	id, err := uuid.NewV7()
-	if err != nil {
-		return store.Delivery{}, fmt.Errorf("new delivery id: %w", err)
-	}
 	ch := consent.Channel(t.Channel)
-	d := store.Delivery{
-		TenantID: w.tenant, ID: id, CustomerID: r.customerID, SealedCustomerID: r.customerID, TemplateID: t.ID,
-		TemplateKey: t.Key, Channel: t.Channel, Purpose: string(r.purpose), Locale: v.Locale,
-		RequestID: r.requestID, CreateTime: now,
-	}
 	address, err := openAddress(key, ch, contact)
 	if err != nil {
 		return store.Delivery{}, err
@@ -193,6 +223,12 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 			return store.Delivery{}, err
 		}
 	}
+	return s.insertDelivery(ctx, tx, d, now)
+}
+
+// insertDelivery stores a new delivery and, when it ended at once (FAILED
+// or REFUSED), its OutreachFailed event, in tx.
+func (s *Server) insertDelivery(ctx context.Context, tx pgx.Tx, d store.Delivery, now time.Time) (store.Delivery, error) {
 	stored, err := s.store.InsertDelivery(ctx, tx, d)
 	if errors.Is(err, store.ErrConflict) {
 		return store.Delivery{}, errRequestIDRace
@@ -232,7 +268,7 @@ func sentEvent(d store.Delivery) outbox.Event {
 		Payload: &customerv1.OutreachSent{
 			TenantId: d.TenantID.String(), DeliveryId: d.ID.String(), CustomerId: d.CustomerID.String(),
 			AggregateVersion: d.Version, OccurredAt: timestamppb.New(d.SendTime), Channel: channelValue(d.Channel),
-			Purpose: purposeValue(d.Purpose), TemplateId: d.TemplateID.String(),
+			Purpose: purposeValue(d.Purpose), TemplateId: idString(d.TemplateID),
 			Attempts: int32(d.Attempts), TemplateKey: d.TemplateKey, //nolint:gosec // small
 		},
 	}
@@ -245,8 +281,17 @@ func failedEvent(d store.Delivery, at time.Time) outbox.Event {
 		Payload: &customerv1.OutreachFailed{
 			TenantId: d.TenantID.String(), DeliveryId: d.ID.String(), CustomerId: d.CustomerID.String(),
 			AggregateVersion: d.Version, OccurredAt: timestamppb.New(at), Channel: channelValue(d.Channel),
-			Purpose: purposeValue(d.Purpose), TemplateId: d.TemplateID.String(),
+			Purpose: purposeValue(d.Purpose), TemplateId: idString(d.TemplateID),
 			Attempts: int32(d.Attempts), Reason: d.FailureReason, TemplateKey: d.TemplateKey, //nolint:gosec // small
 		},
 	}
+}
+
+// idString is id's text, or "" for uuid.Nil (a no_template delivery's
+// template).
+func idString(id uuid.UUID) string {
+	if id == uuid.Nil {
+		return ""
+	}
+	return id.String()
 }

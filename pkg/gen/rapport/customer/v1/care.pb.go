@@ -162,10 +162,33 @@ type CareSettings struct {
 	// the customer's zone. Default 9.
 	DueHour int32 `protobuf:"varint,6,opt,name=due_hour,json=dueHour,proto3" json:"due_hour,omitempty"`
 	// Incremented by every change; 0 while the defaults apply.
-	Version       int64                  `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version    int64                  `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Outreach: the key of the outreach template (OutreachTemplate.key) a
+	// due occasion of each kind is sent with, through the contact governor
+	// with purpose CARE, to the customer's address for the template's
+	// channel, in the customer's locale. Empty (the default) means no
+	// automatic message for that kind; the occasion is still recorded and
+	// published. A key naming no template is accepted (templates may come
+	// later): an occasion falling due then is logged as a FAILED delivery
+	// with reason no_template. The variables a care template may use are
+	// DisplayName (the customer's display name), OccasionKind (birthday,
+	// holiday, anniversary, purchase_follow_up, ticket_follow_up),
+	// OccasionDate (YYYY-MM-DD, the customer's local date) and HolidayName
+	// (the holiday's name; empty for other kinds), e.g.
+	// "Happy birthday, {{.DisplayName}}!". A template using any other
+	// variable fails to render: a FAILED delivery with reason render_failed.
+	BirthdayTemplateKey string `protobuf:"bytes,9,opt,name=birthday_template_key,json=birthdayTemplateKey,proto3" json:"birthday_template_key,omitempty"`
+	// The template of holiday occasions; empty means none.
+	HolidayTemplateKey string `protobuf:"bytes,10,opt,name=holiday_template_key,json=holidayTemplateKey,proto3" json:"holiday_template_key,omitempty"`
+	// The template of membership anniversaries; empty means none.
+	AnniversaryTemplateKey string `protobuf:"bytes,11,opt,name=anniversary_template_key,json=anniversaryTemplateKey,proto3" json:"anniversary_template_key,omitempty"`
+	// The template of purchase follow-ups; empty means none.
+	PurchaseFollowUpTemplateKey string `protobuf:"bytes,12,opt,name=purchase_follow_up_template_key,json=purchaseFollowUpTemplateKey,proto3" json:"purchase_follow_up_template_key,omitempty"`
+	// The template of ticket follow-ups; empty means none.
+	TicketFollowUpTemplateKey string `protobuf:"bytes,13,opt,name=ticket_follow_up_template_key,json=ticketFollowUpTemplateKey,proto3" json:"ticket_follow_up_template_key,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *CareSettings) Reset() {
@@ -252,6 +275,41 @@ func (x *CareSettings) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *CareSettings) GetBirthdayTemplateKey() string {
+	if x != nil {
+		return x.BirthdayTemplateKey
+	}
+	return ""
+}
+
+func (x *CareSettings) GetHolidayTemplateKey() string {
+	if x != nil {
+		return x.HolidayTemplateKey
+	}
+	return ""
+}
+
+func (x *CareSettings) GetAnniversaryTemplateKey() string {
+	if x != nil {
+		return x.AnniversaryTemplateKey
+	}
+	return ""
+}
+
+func (x *CareSettings) GetPurchaseFollowUpTemplateKey() string {
+	if x != nil {
+		return x.PurchaseFollowUpTemplateKey
+	}
+	return ""
+}
+
+func (x *CareSettings) GetTicketFollowUpTemplateKey() string {
+	if x != nil {
+		return x.TicketFollowUpTemplateKey
+	}
+	return ""
 }
 
 type GetCareSettingsRequest struct {
@@ -1645,7 +1703,7 @@ var File_rapport_customer_v1_care_proto protoreflect.FileDescriptor
 
 const file_rapport_customer_v1_care_proto_rawDesc = "" +
 	"\n" +
-	"\x1erapport/customer/v1/care.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frapport/access/v1/options.proto\"\xa8\x03\n" +
+	"\x1erapport/customer/v1/care.proto\x12\x13rapport.customer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1frapport/access/v1/options.proto\"\x84\a\n" +
 	"\fCareSettings\x12)\n" +
 	"\x10birthday_enabled\x18\x01 \x01(\bR\x0fbirthdayEnabled\x12/\n" +
 	"\x13anniversary_enabled\x18\x02 \x01(\bR\x12anniversaryEnabled\x12A\n" +
@@ -1657,11 +1715,17 @@ const file_rapport_customer_v1_care_proto_rawDesc = "" +
 	"\bdue_hour\x18\x06 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\x17(\x00R\adueHour\x12\x1d\n" +
 	"\aversion\x18\a \x01(\x03B\x03\xe0A\x03R\aversion\x12@\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"\x18\n" +
-	"\x16GetCareSettingsRequest\"\xce\x02\n" +
+	"updateTime\x12V\n" +
+	"\x15birthday_template_key\x18\t \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x13birthdayTemplateKey\x12T\n" +
+	"\x14holiday_template_key\x18\n" +
+	" \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x12holidayTemplateKey\x12\\\n" +
+	"\x18anniversary_template_key\x18\v \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x16anniversaryTemplateKey\x12h\n" +
+	"\x1fpurchase_follow_up_template_key\x18\f \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x1bpurchaseFollowUpTemplateKey\x12d\n" +
+	"\x1dticket_follow_up_template_key\x18\r \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[a-z][a-z0-9._-]{0,62}$R\x19ticketFollowUpTemplateKey\"\x18\n" +
+	"\x16GetCareSettingsRequest\"\xd8\x03\n" +
 	"\x19UpdateCareSettingsRequest\x12H\n" +
-	"\bsettings\x18\x01 \x01(\v2!.rapport.customer.v1.CareSettingsB\t\xe0A\x02\xbaH\x03\xc8\x01\x01R\bsettings\x12\xba\x01\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB}\xbaHz\xe2\x01w\x12\x10birthday_enabled\x12\x13anniversary_enabled\x12\x17purchase_follow_up_days\x12\x15ticket_follow_up_days\x12\x11default_time_zone\x12\bdue_hour\x12\x01*R\n" +
+	"\bsettings\x18\x01 \x01(\v2!.rapport.customer.v1.CareSettingsB\t\xe0A\x02\xbaH\x03\xc8\x01\x01R\bsettings\x12\xc4\x02\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x86\x02\xbaH\x82\x02\xe2\x01\xfe\x01\x12\x10birthday_enabled\x12\x13anniversary_enabled\x12\x17purchase_follow_up_days\x12\x15ticket_follow_up_days\x12\x11default_time_zone\x12\bdue_hour\x12\x15birthday_template_key\x12\x14holiday_template_key\x12\x18anniversary_template_key\x12\x1fpurchase_follow_up_template_key\x12\x1dticket_follow_up_template_key\x12\x01*R\n" +
 	"updateMask\x12*\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"\xca\x02\n" +

@@ -675,7 +675,10 @@ type OutreachDelivery struct {
 	LastErrorCode string `protobuf:"bytes,10,opt,name=last_error_code,json=lastErrorCode,proto3" json:"last_error_code,omitempty"`
 	// FAILED and REFUSED: why, as in the OutreachFailed event
 	// (refused:QUIET_HOURS, no_address, no_driver, bounced,
-	// provider_rejected, attempts_exhausted, erased).
+	// provider_rejected, attempts_exhausted, erased; for care occasions
+	// also no_template, when the key in the care settings names no
+	// template, with template_id and channel then empty, and render_failed,
+	// when the template uses a variable care outreach does not provide).
 	FailureReason string `protobuf:"bytes,11,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
 	// REFUSED: the governor's reason.
 	RefusalReason ContactRefusalReason `protobuf:"varint,12,opt,name=refusal_reason,json=refusalReason,proto3,enum=rapport.customer.v1.ContactRefusalReason" json:"refusal_reason,omitempty"`

@@ -168,7 +168,9 @@ type OutreachFailed struct {
 	// "provider_rejected" (a permanent refusal by the provider),
 	// "attempts_exhausted" (every attempt failed transiently),
 	// "render_failed" (the template could not be rendered with the
-	// variables), "erased" (the customer was erased before it went out).
+	// variables), "erased" (the customer was erased before it went out),
+	// "no_template" (a care occasion's configured template key names no
+	// template; template_id and channel are then empty).
 	Reason string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The template's key (tenant configuration, e.g. birthday-greeting).
 	TemplateKey   string `protobuf:"bytes,11,opt,name=template_key,json=templateKey,proto3" json:"template_key,omitempty"`

@@ -57,8 +57,16 @@ type Settings struct {
 	TicketFollowUpDays   int32
 	DefaultTimeZone      string
 	DueHour              int32
-	Version              int64 // 0: never stored, the defaults
-	UpdateTime           time.Time
+	// TemplateKeys are the outreach template keys per occasion kind
+	// ("" means no automatic message).
+	TemplateKeys TemplateKeys
+	Version      int64 // 0: never stored, the defaults
+	UpdateTime   time.Time
+}
+
+// TemplateKeys are a tenant's outreach template keys, per occasion kind.
+type TemplateKeys struct {
+	Birthday, Holiday, Anniversary, PurchaseFollowUp, TicketFollowUp string
 }
 
 // Occasion is one recorded occasion of a customer.
@@ -167,7 +175,10 @@ func (s *Store) PutSettings(ctx context.Context, db DB, tenantID uuid.UUID, st S
 		TenantID: tenantID, BirthdayEnabled: st.BirthdayEnabled, AnniversaryEnabled: st.AnniversaryEnabled,
 		PurchaseFollowupDays: st.PurchaseFollowUpDays, TicketFollowupDays: st.TicketFollowUpDays,
 		DefaultTimeZone: st.DefaultTimeZone, DueHour: int16(st.DueHour), //nolint:gosec // 0..23, checked
-		Now: now,
+		BirthdayTemplateKey: st.TemplateKeys.Birthday, HolidayTemplateKey: st.TemplateKeys.Holiday,
+		AnniversaryTemplateKey: st.TemplateKeys.Anniversary, PurchaseFollowupTemplateKey: st.TemplateKeys.PurchaseFollowUp,
+		TicketFollowupTemplateKey: st.TemplateKeys.TicketFollowUp,
+		Now:                       now,
 	})
 	if err != nil {
 		return Settings{}, interpret("store care settings", err)
@@ -180,8 +191,21 @@ func settingsFromRow(r dbgen.CareSetting) Settings {
 		BirthdayEnabled: r.BirthdayEnabled, AnniversaryEnabled: r.AnniversaryEnabled,
 		PurchaseFollowUpDays: r.PurchaseFollowupDays, TicketFollowUpDays: r.TicketFollowupDays,
 		DefaultTimeZone: r.DefaultTimeZone, DueHour: int32(r.DueHour), Version: r.Version,
+		TemplateKeys: TemplateKeys{Birthday: r.BirthdayTemplateKey, Holiday: r.HolidayTemplateKey,
+			Anniversary: r.AnniversaryTemplateKey, PurchaseFollowUp: r.PurchaseFollowupTemplateKey,
+			TicketFollowUp: r.TicketFollowupTemplateKey},
 		UpdateTime: r.UpdateTime.UTC(),
 	}
+}
+
+// HolidayName returns the name of one of the tenant's holidays;
+// ErrNotFound if it has none with that id (any more).
+func (s *Store) HolidayName(ctx context.Context, db DB, tenantID, id uuid.UUID) (string, error) {
+	name, err := s.q.CareHolidayName(ctx, db, dbgen.CareHolidayNameParams{TenantID: tenantID, ID: id})
+	if err != nil {
+		return "", interpret("get care holiday name", err)
+	}
+	return name, nil
 }
 
 // TimeZones returns the zone names the database knows.

@@ -174,7 +174,10 @@ type Delivery struct {
 	ID         uuid.UUID
 	CustomerID uuid.UUID
 	// SealedCustomerID is the customer whose key sealed Content.
-	SealedCustomerID  uuid.UUID
+	SealedCustomerID uuid.UUID
+	// TemplateID is uuid.Nil, and Channel empty, only in a FAILED delivery
+	// with reason no_template: a care occasion whose configured template
+	// key names no template.
 	TemplateID        uuid.UUID
 	TemplateKey       string
 	Channel           string
@@ -199,7 +202,7 @@ type Delivery struct {
 func deliveryFromRow(r dbgen.OutreachDelivery) Delivery {
 	return Delivery{
 		TenantID: r.TenantID, ID: r.ID, CustomerID: r.CustomerID, SealedCustomerID: r.SealedCustomerID,
-		TemplateID: r.TemplateID, TemplateKey: r.TemplateKey, Channel: r.Channel, Purpose: r.Purpose,
+		TemplateID: r.TemplateID.UUID, TemplateKey: r.TemplateKey, Channel: r.Channel, Purpose: r.Purpose,
 		Locale: r.Locale, Status: r.Status, Content: r.ContentSealed, Attempts: int(r.Attempts),
 		NextAttemptTime: tsTime(r.NextAttemptTime), LastErrorCode: r.LastErrorCode, FailureReason: r.FailureReason,
 		RefusalReason: r.RefusalReason, NextAllowedTime: tsTime(r.NextAllowedTime),
@@ -220,7 +223,8 @@ func deliveriesFromRows(rows []dbgen.OutreachDelivery) []Delivery {
 // ErrConflict when d.RequestID is taken in the tenant.
 func (s *Store) InsertDelivery(ctx context.Context, db DB, d Delivery) (Delivery, error) {
 	r, err := s.q.OutreachDeliveryInsert(ctx, db, dbgen.OutreachDeliveryInsertParams{
-		TenantID: d.TenantID, ID: d.ID, CustomerID: d.CustomerID, TemplateID: d.TemplateID,
+		TenantID: d.TenantID, ID: d.ID, CustomerID: d.CustomerID,
+		TemplateID:  uuid.NullUUID{UUID: d.TemplateID, Valid: d.TemplateID != uuid.Nil},
 		TemplateKey: d.TemplateKey, Channel: d.Channel, Purpose: d.Purpose, Locale: d.Locale, Status: d.Status,
 		ContentSealed: d.Content, NextAttemptTime: ts(d.NextAttemptTime), FailureReason: d.FailureReason,
 		RefusalReason: d.RefusalReason, NextAllowedTime: ts(d.NextAllowedTime),
@@ -372,6 +376,8 @@ type Contact struct {
 	Locale      string
 	EmailSealed []byte
 	PhoneSealed []byte
+	// DisplayNameSealed is the sealed display name (empty once erased).
+	DisplayNameSealed []byte
 	// MergedInto is the customer this one was merged into; uuid.Nil if none.
 	MergedInto uuid.UUID
 }
@@ -383,7 +389,8 @@ func (s *Store) CustomerContact(ctx context.Context, db DB, tenantID, customerID
 	if err != nil {
 		return Contact{}, interpret("read customer contact", err)
 	}
-	return Contact{Locale: r.Locale, EmailSealed: r.EmailSealed, PhoneSealed: r.PhoneSealed, MergedInto: r.MergedInto.UUID}, nil
+	return Contact{Locale: r.Locale, EmailSealed: r.EmailSealed, PhoneSealed: r.PhoneSealed,
+		DisplayNameSealed: r.DisplayNameSealed, MergedInto: r.MergedInto.UUID}, nil
 }
 
 func ts(t time.Time) pgtype.Timestamptz {

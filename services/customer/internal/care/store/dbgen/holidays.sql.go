@@ -69,6 +69,22 @@ func (q *Queries) CareHolidayInsert(ctx context.Context, db DBTX, arg CareHolida
 	return i, err
 }
 
+const careHolidayName = `-- name: CareHolidayName :one
+SELECT name FROM care_holidays WHERE tenant_id = $1 AND id = $2
+`
+
+type CareHolidayNameParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+func (q *Queries) CareHolidayName(ctx context.Context, db DBTX, arg CareHolidayNameParams) (string, error) {
+	row := db.QueryRow(ctx, careHolidayName, arg.TenantID, arg.ID)
+	var name string
+	err := row.Scan(&name)
+	return name, err
+}
+
 const careHolidaysInYear = `-- name: CareHolidaysInYear :many
 SELECT h.tenant_id, h.id, h.name, h.holiday_date, h.month, h.day, h.create_time, coalesce(h.holiday_date, make_date($1::int, h.month, h.day))::date AS occurs_on
 FROM care_holidays h

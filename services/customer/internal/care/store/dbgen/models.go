@@ -44,15 +44,20 @@ type CarePlan struct {
 }
 
 type CareSetting struct {
-	TenantID             uuid.UUID
-	BirthdayEnabled      bool
-	AnniversaryEnabled   bool
-	PurchaseFollowupDays int32
-	TicketFollowupDays   int32
-	DefaultTimeZone      string
-	DueHour              int16
-	Version              int64
-	UpdateTime           time.Time
+	TenantID                    uuid.UUID
+	BirthdayEnabled             bool
+	AnniversaryEnabled          bool
+	PurchaseFollowupDays        int32
+	TicketFollowupDays          int32
+	DefaultTimeZone             string
+	DueHour                     int16
+	Version                     int64
+	UpdateTime                  time.Time
+	BirthdayTemplateKey         string
+	HolidayTemplateKey          string
+	AnniversaryTemplateKey      string
+	PurchaseFollowupTemplateKey string
+	TicketFollowupTemplateKey   string
 }
 
 type CareTask struct {

@@ -13,7 +13,7 @@ import (
 )
 
 const careSettingsGet = `-- name: CareSettingsGet :one
-SELECT tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days, default_time_zone, due_hour, version, update_time FROM care_settings WHERE tenant_id = $1
+SELECT tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days, default_time_zone, due_hour, version, update_time, birthday_template_key, holiday_template_key, anniversary_template_key, purchase_followup_template_key, ticket_followup_template_key FROM care_settings WHERE tenant_id = $1
 `
 
 func (q *Queries) CareSettingsGet(ctx context.Context, db DBTX, tenantID uuid.UUID) (CareSetting, error) {
@@ -29,12 +29,17 @@ func (q *Queries) CareSettingsGet(ctx context.Context, db DBTX, tenantID uuid.UU
 		&i.DueHour,
 		&i.Version,
 		&i.UpdateTime,
+		&i.BirthdayTemplateKey,
+		&i.HolidayTemplateKey,
+		&i.AnniversaryTemplateKey,
+		&i.PurchaseFollowupTemplateKey,
+		&i.TicketFollowupTemplateKey,
 	)
 	return i, err
 }
 
 const careSettingsLock = `-- name: CareSettingsLock :one
-SELECT tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days, default_time_zone, due_hour, version, update_time FROM care_settings WHERE tenant_id = $1 FOR UPDATE
+SELECT tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days, default_time_zone, due_hour, version, update_time, birthday_template_key, holiday_template_key, anniversary_template_key, purchase_followup_template_key, ticket_followup_template_key FROM care_settings WHERE tenant_id = $1 FOR UPDATE
 `
 
 func (q *Queries) CareSettingsLock(ctx context.Context, db DBTX, tenantID uuid.UUID) (CareSetting, error) {
@@ -50,6 +55,11 @@ func (q *Queries) CareSettingsLock(ctx context.Context, db DBTX, tenantID uuid.U
 		&i.DueHour,
 		&i.Version,
 		&i.UpdateTime,
+		&i.BirthdayTemplateKey,
+		&i.HolidayTemplateKey,
+		&i.AnniversaryTemplateKey,
+		&i.PurchaseFollowupTemplateKey,
+		&i.TicketFollowupTemplateKey,
 	)
 	return i, err
 }
@@ -57,10 +67,12 @@ func (q *Queries) CareSettingsLock(ctx context.Context, db DBTX, tenantID uuid.U
 const careSettingsUpsert = `-- name: CareSettingsUpsert :one
 INSERT INTO care_settings AS s (
     tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days,
-    default_time_zone, due_hour, version, update_time
+    default_time_zone, due_hour, birthday_template_key, holiday_template_key, anniversary_template_key,
+    purchase_followup_template_key, ticket_followup_template_key, version, update_time
 ) VALUES (
     $1, $2, $3, $4, $5,
-    $6, $7, 1, $8
+    $6, $7, $8, $9, $10,
+    $11, $12, 1, $13
 )
 ON CONFLICT (tenant_id) DO UPDATE SET
     birthday_enabled = excluded.birthday_enabled,
@@ -69,20 +81,30 @@ ON CONFLICT (tenant_id) DO UPDATE SET
     ticket_followup_days = excluded.ticket_followup_days,
     default_time_zone = excluded.default_time_zone,
     due_hour = excluded.due_hour,
+    birthday_template_key = excluded.birthday_template_key,
+    holiday_template_key = excluded.holiday_template_key,
+    anniversary_template_key = excluded.anniversary_template_key,
+    purchase_followup_template_key = excluded.purchase_followup_template_key,
+    ticket_followup_template_key = excluded.ticket_followup_template_key,
     version = s.version + 1,
     update_time = excluded.update_time
-RETURNING tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days, default_time_zone, due_hour, version, update_time
+RETURNING tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days, default_time_zone, due_hour, version, update_time, birthday_template_key, holiday_template_key, anniversary_template_key, purchase_followup_template_key, ticket_followup_template_key
 `
 
 type CareSettingsUpsertParams struct {
-	TenantID             uuid.UUID
-	BirthdayEnabled      bool
-	AnniversaryEnabled   bool
-	PurchaseFollowupDays int32
-	TicketFollowupDays   int32
-	DefaultTimeZone      string
-	DueHour              int16
-	Now                  time.Time
+	TenantID                    uuid.UUID
+	BirthdayEnabled             bool
+	AnniversaryEnabled          bool
+	PurchaseFollowupDays        int32
+	TicketFollowupDays          int32
+	DefaultTimeZone             string
+	DueHour                     int16
+	BirthdayTemplateKey         string
+	HolidayTemplateKey          string
+	AnniversaryTemplateKey      string
+	PurchaseFollowupTemplateKey string
+	TicketFollowupTemplateKey   string
+	Now                         time.Time
 }
 
 // CareSettingsUpsert stores a tenant's settings as the next version.
@@ -95,6 +117,11 @@ func (q *Queries) CareSettingsUpsert(ctx context.Context, db DBTX, arg CareSetti
 		arg.TicketFollowupDays,
 		arg.DefaultTimeZone,
 		arg.DueHour,
+		arg.BirthdayTemplateKey,
+		arg.HolidayTemplateKey,
+		arg.AnniversaryTemplateKey,
+		arg.PurchaseFollowupTemplateKey,
+		arg.TicketFollowupTemplateKey,
 		arg.Now,
 	)
 	var i CareSetting
@@ -108,6 +135,11 @@ func (q *Queries) CareSettingsUpsert(ctx context.Context, db DBTX, arg CareSetti
 		&i.DueHour,
 		&i.Version,
 		&i.UpdateTime,
+		&i.BirthdayTemplateKey,
+		&i.HolidayTemplateKey,
+		&i.AnniversaryTemplateKey,
+		&i.PurchaseFollowupTemplateKey,
+		&i.TicketFollowupTemplateKey,
 	)
 	return i, err
 }

@@ -14,3 +14,6 @@ ORDER BY occurs_on, h.name, h.id;
 
 -- name: CareHolidayDelete :execrows
 DELETE FROM care_holidays WHERE tenant_id = @tenant_id AND id = @id;
+
+-- name: CareHolidayName :one
+SELECT name FROM care_holidays WHERE tenant_id = @tenant_id AND id = @id;

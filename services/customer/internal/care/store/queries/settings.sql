@@ -8,10 +8,12 @@ SELECT * FROM care_settings WHERE tenant_id = @tenant_id FOR UPDATE;
 -- name: CareSettingsUpsert :one
 INSERT INTO care_settings AS s (
     tenant_id, birthday_enabled, anniversary_enabled, purchase_followup_days, ticket_followup_days,
-    default_time_zone, due_hour, version, update_time
+    default_time_zone, due_hour, birthday_template_key, holiday_template_key, anniversary_template_key,
+    purchase_followup_template_key, ticket_followup_template_key, version, update_time
 ) VALUES (
     @tenant_id, @birthday_enabled, @anniversary_enabled, @purchase_followup_days, @ticket_followup_days,
-    @default_time_zone, @due_hour, 1, @now
+    @default_time_zone, @due_hour, @birthday_template_key, @holiday_template_key, @anniversary_template_key,
+    @purchase_followup_template_key, @ticket_followup_template_key, 1, @now
 )
 ON CONFLICT (tenant_id) DO UPDATE SET
     birthday_enabled = excluded.birthday_enabled,
@@ -20,6 +22,11 @@ ON CONFLICT (tenant_id) DO UPDATE SET
     ticket_followup_days = excluded.ticket_followup_days,
     default_time_zone = excluded.default_time_zone,
     due_hour = excluded.due_hour,
+    birthday_template_key = excluded.birthday_template_key,
+    holiday_template_key = excluded.holiday_template_key,
+    anniversary_template_key = excluded.anniversary_template_key,
+    purchase_followup_template_key = excluded.purchase_followup_template_key,
+    ticket_followup_template_key = excluded.ticket_followup_template_key,
     version = s.version + 1,
     update_time = excluded.update_time
 RETURNING *;

@@ -16,7 +16,7 @@ type OutreachDelivery struct {
 	ID                uuid.UUID
 	CustomerID        uuid.UUID
 	SealedCustomerID  uuid.UUID
-	TemplateID        uuid.UUID
+	TemplateID        uuid.NullUUID
 	TemplateKey       string
 	Channel           string
 	Purpose           string

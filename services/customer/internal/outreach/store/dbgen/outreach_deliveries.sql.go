@@ -14,7 +14,7 @@ import (
 )
 
 const outreachCustomerContact = `-- name: OutreachCustomerContact :one
-SELECT locale, email_sealed, phone_sealed, merged_into FROM customers WHERE tenant_id = $1 AND id = $2
+SELECT locale, email_sealed, phone_sealed, display_name_sealed, merged_into FROM customers WHERE tenant_id = $1 AND id = $2
 `
 
 type OutreachCustomerContactParams struct {
@@ -23,15 +23,16 @@ type OutreachCustomerContactParams struct {
 }
 
 type OutreachCustomerContactRow struct {
-	Locale      string
-	EmailSealed []byte
-	PhoneSealed []byte
-	MergedInto  uuid.NullUUID
+	Locale            string
+	EmailSealed       []byte
+	PhoneSealed       []byte
+	DisplayNameSealed []byte
+	MergedInto        uuid.NullUUID
 }
 
-// What sending needs from the profile: the locale and the sealed addresses
-// (opened by the caller with the customer's key, at send time), and the
-// customer it was merged into, if any.
+// What sending needs from the profile: the locale, the sealed addresses and
+// display name (opened by the caller with the customer's key, at send
+// time), and the customer it was merged into, if any.
 func (q *Queries) OutreachCustomerContact(ctx context.Context, db DBTX, arg OutreachCustomerContactParams) (OutreachCustomerContactRow, error) {
 	row := db.QueryRow(ctx, outreachCustomerContact, arg.TenantID, arg.ID)
 	var i OutreachCustomerContactRow
@@ -39,6 +40,7 @@ func (q *Queries) OutreachCustomerContact(ctx context.Context, db DBTX, arg Outr
 		&i.Locale,
 		&i.EmailSealed,
 		&i.PhoneSealed,
+		&i.DisplayNameSealed,
 		&i.MergedInto,
 	)
 	return i, err
@@ -288,7 +290,7 @@ type OutreachDeliveryInsertParams struct {
 	TenantID        uuid.UUID
 	ID              uuid.UUID
 	CustomerID      uuid.UUID
-	TemplateID      uuid.UUID
+	TemplateID      uuid.NullUUID
 	TemplateKey     string
 	Channel         string
 	Purpose         string

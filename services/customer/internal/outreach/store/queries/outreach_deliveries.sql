@@ -92,7 +92,7 @@ WHERE tenant_id = @tenant_id AND (customer_id = @customer_id OR sealed_customer_
   AND content_sealed IS NOT NULL;
 
 -- name: OutreachCustomerContact :one
--- What sending needs from the profile: the locale and the sealed addresses
--- (opened by the caller with the customer's key, at send time), and the
--- customer it was merged into, if any.
-SELECT locale, email_sealed, phone_sealed, merged_into FROM customers WHERE tenant_id = @tenant_id AND id = @id;
+-- What sending needs from the profile: the locale, the sealed addresses and
+-- display name (opened by the caller with the customer's key, at send
+-- time), and the customer it was merged into, if any.
+SELECT locale, email_sealed, phone_sealed, display_name_sealed, merged_into FROM customers WHERE tenant_id = @tenant_id AND id = @id;
