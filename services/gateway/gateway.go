@@ -82,19 +82,25 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Gateway, error) {
 	if deps.Customer == nil {
 		return nil, fmt.Errorf("gateway: no upstream connection for %s", customerv1.CustomerService_ServiceDesc.ServiceName)
 	}
-	for name, register := range map[string]func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		"customer": customerv1.RegisterCustomerServiceHandler,
-		"consent":  customerv1.RegisterConsentServiceHandler,
-		"purchase": customerv1.RegisterPurchaseServiceHandler,
-		"segment":  customerv1.RegisterSegmentServiceHandler,
-		"timeline": customerv1.RegisterTimelineServiceHandler,
-		"care":     customerv1.RegisterCareServiceHandler,
-		"outreach": customerv1.RegisterOutreachServiceHandler,
-		"insight":  customerv1.RegisterInsightServiceHandler,
-		"privacy":  customerv1.RegisterPrivacyServiceHandler,
+	// In this order: grpc-gateway tries the pattern registered last first,
+	// and CustomerService's GET /v1/customers/{id} (no verb) also matches
+	// /v1/customers/{id}:export and :checkContact, so it must come first.
+	for _, svc := range []struct {
+		name     string
+		register func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	}{
+		{"customer", customerv1.RegisterCustomerServiceHandler},
+		{"consent", customerv1.RegisterConsentServiceHandler},
+		{"purchase", customerv1.RegisterPurchaseServiceHandler},
+		{"segment", customerv1.RegisterSegmentServiceHandler},
+		{"timeline", customerv1.RegisterTimelineServiceHandler},
+		{"care", customerv1.RegisterCareServiceHandler},
+		{"outreach", customerv1.RegisterOutreachServiceHandler},
+		{"insight", customerv1.RegisterInsightServiceHandler},
+		{"privacy", customerv1.RegisterPrivacyServiceHandler},
 	} {
-		if err := register(ctx, mux, deps.Customer); err != nil {
-			return nil, fmt.Errorf("gateway: register %s: %w", name, err)
+		if err := svc.register(ctx, mux, deps.Customer); err != nil {
+			return nil, fmt.Errorf("gateway: register %s: %w", svc.name, err)
 		}
 	}
 	if deps.Access == nil {
