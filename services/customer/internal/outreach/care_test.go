@@ -372,3 +372,35 @@ func TestCareSettingsTemplateKeys(t *testing.T) {
 		}
 	})
 }
+
+func TestCareHolidayOccasion(t *testing.T) {
+	t.Parallel()
+	w := setupCare(t)
+	ctx := grpcxtest.As(w.tenant)
+	w.createTemplate(t, &customerv1.OutreachTemplate{
+		Key: "holiday-greeting", Channel: customerv1.ContactChannel_CONTACT_CHANNEL_EMAIL, DefaultLocale: "en",
+		Variants: []*customerv1.OutreachTemplate_Variant{{Locale: "en", Subject: "Happy {{.HolidayName}}",
+			TextBody: "{{.DisplayName}}: {{.OccasionKind}} {{.OccasionDate}}"}},
+	})
+	_, err := w.cares.UpdateCareSettings(ctx, &customerv1.UpdateCareSettingsRequest{
+		Settings:   &customerv1.CareSettings{HolidayTemplateKey: "holiday-greeting"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"holiday_template_key"}}})
+	require.NoError(t, err)
+	_, err = w.cares.CreateHoliday(ctx, &customerv1.CreateHolidayRequest{
+		Holiday: &customerv1.Holiday{Name: "Spring Day", Date: t0.Format(time.DateOnly)}})
+	require.NoError(t, err)
+	// Birthdays are off: this customer's birthday today sends nothing.
+	c := w.birthdayToday(t, w.tenant, "Lin Wei", "lin@example.com")
+	w.grantEmailCare(t, w.tenant, c)
+
+	w.runCalendar(t, 0)
+	ds := w.deliveriesOf(t, w.tenant, c)
+	require.Len(t, ds, 1)
+	require.Equal(t, "holiday-greeting", ds[0].GetTemplateKey())
+	require.Equal(t, 1, w.deliverDue(t))
+	msgs := w.smtp.received()
+	require.Len(t, msgs, 1)
+	m := parseMail(t, msgs[0].Data)
+	require.Equal(t, "Happy Spring Day", decodeHeader(t, m.Header.Get("Subject")))
+	require.Equal(t, "Lin Wei: holiday 2026-03-04", m.Text)
+}
