@@ -18,6 +18,11 @@
 //     retry of a message it already took.
 //   - Every status change that ends a delivery commits with its event
 //     (OutreachSent, OutreachFailed) in one transaction.
+//   - A due care occasion (rapport.customer.care.due) whose kind has a
+//     template in the tenant's care settings becomes one delivery, through
+//     send like SendOutreach's, with purpose CARE (care.go): the inbox
+//     applies each event once, and the request id derived from the
+//     occasion id makes any copy of the event find that delivery.
 //   - No plaintext personal data at rest: the rendered content is sealed
 //     with the customer's data key, the variables are never stored, and the
 //     address is read from the profile and opened at send time only.
