@@ -68,6 +68,7 @@ type Service struct {
 	// JetStream.
 	projector      *timeline.Projector
 	tickets        *inbox.Consumer
+	careDue        *inbox.Consumer
 	js             jetstream.JetStream
 	streamReplicas int
 	recompute      time.Duration
@@ -178,6 +179,12 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("%s: %w", Name, err)
 		}
 		s.tickets, err = cares.TicketConsumer(deps.JetStream, inbox.Config{Logger: deps.Logger, Registerer: deps.Registerer})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
+		// Due care occasions become outreach where the tenant set a
+		// template for their kind.
+		s.careDue, err = out.CareConsumer(deps.JetStream, inbox.Config{Logger: deps.Logger, Registerer: deps.Registerer}, cares)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", Name, err)
 		}
@@ -300,6 +307,9 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			return s.tickets.Run(ctx)
 		})
+	}
+	if s.careDue != nil {
+		loop("care outreach", s.careDue.Run)
 	}
 	return g.Wait()
 }
