@@ -86,6 +86,9 @@ func setupWith(tb testing.TB, opts Options, tweaks ...func(*Config)) *testBundle
 		DataDir: tb.TempDir(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Auth:          AuthConfig{Issuer: "rapport-test", Audience: "rapport", Dev: true},
 		ShutdownGrace: 5 * time.Second, LogLevel: "info",
+		// Small pools: test systems run side by side, five pools each,
+		// against one server's max_connections (100 by default).
+		DatabaseMaxConns: 6,
 		// Generous limits: the concurrency tests are not about throttling.
 		RateLimit: RateLimitConfig{TenantRPS: 1e6, TenantBurst: 1e6, PrincipalRPS: 1e6, PrincipalBurst: 1e6, IdleTTL: time.Minute},
 	}
