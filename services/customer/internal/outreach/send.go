@@ -179,6 +179,11 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		switch {
 		case errors.As(err, &pe) && r.care != nil:
 			d.Status, d.FailureReason = store.StatusFailed, ReasonRenderFailed
+			if len(contact.DisplayNameSealed) > 0 { // opened for the variables; no address, no content
+				if err := auditSend(ctx, tx, w, r.requestID, d, store.Contact{}, "display_name"); err != nil {
+					return store.Delivery{}, err
+				}
+			}
 			return s.insertDelivery(ctx, tx, d, now)
 		case errors.As(err, &pe):
 			return store.Delivery{}, &FieldError{Field: "variables",
@@ -222,6 +227,13 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		if d.Content, err = key.Seal(ContentColumn, plain); err != nil {
 			return store.Delivery{}, err
 		}
+	}
+	var opened []string // what care variables opened besides the address
+	if r.care != nil && len(contact.DisplayNameSealed) > 0 {
+		opened = append(opened, "display_name")
+	}
+	if err := auditSend(ctx, tx, w, r.requestID, d, contact, opened...); err != nil {
+		return store.Delivery{}, err
 	}
 	return s.insertDelivery(ctx, tx, d, now)
 }
