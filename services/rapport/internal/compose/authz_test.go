@@ -52,7 +52,6 @@ func emptyRequest(tb testing.TB, fullMethod string) (req, resp protoreflect.Prot
 // every role it does not grant is refused PERMISSION_DENIED, over every
 // method, before the request is even validated.
 func TestSEC02RoleMethodMatrix(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	policy := &authz.Policy{}
 	methods := registeredMethods(t, b)

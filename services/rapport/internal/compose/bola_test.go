@@ -26,7 +26,6 @@ type world struct {
 // X's tenant only. Over gRPC and REST. A registered RPC without a case here
 // fails the test: a new method must say how it keeps tenants apart.
 func TestSEC01CrossTenantAccess(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 
 	cases := map[string]func(t *testing.T, w world){

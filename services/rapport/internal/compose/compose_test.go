@@ -68,6 +68,11 @@ func allSpecs() []pgdbtest.Spec {
 	}
 }
 
+// setup boots a whole system: five pools, an embedded JetStream server and
+// every background loop. The tests that boot one do not run in parallel
+// with each other (their subtests do, against their one system): a dozen
+// systems alive at once would hold most of a default server's 100
+// connections, and the test packages beside them need theirs.
 func setup(tb testing.TB) *testBundle {
 	tb.Helper()
 	return setupWith(tb, Options{})

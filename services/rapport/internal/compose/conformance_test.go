@@ -49,7 +49,6 @@ func diffResults(want, got result) string {
 // for server-made ids and times), the same code, message, field violations
 // and reason. The HTTP status is checked against the code in restAPI.
 func TestConformance(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 
 	// env is one transport's world: its api and a fresh tenant with an

@@ -45,7 +45,6 @@ const flowDeadline = 15 * time.Second
 // in a tenant of its own; the SEC-08 log scan of setupWith covers them all
 // (the flows send the personal-data markers: name, email, phone).
 func TestCustomerFlows(t *testing.T) {
-	t.Parallel()
 	mailbox := startFlowSMTP(t)
 	b := setupWith(t, Options{}, func(c *Config) {
 		c.Outreach.SMTP.Addr = mailbox.addr
@@ -58,7 +57,7 @@ func TestCustomerFlows(t *testing.T) {
 
 	t.Run("PurchaseReachesTheTimeline", func(t *testing.T) { t.Parallel(); purchaseTimelineFlow(t, b) })
 	t.Run("OutreachOverSMTP", func(t *testing.T) { t.Parallel(); outreachSMTPFlow(t, b, mailbox) })
-	t.Run("CareOccasionsFallDue", func(t *testing.T) { t.Parallel(); careFlow(t, b) })
+	t.Run("CareOccasionsFallDue", func(t *testing.T) { t.Parallel(); careFlow(t, b, mailbox) })
 	t.Run("PrivacyOverREST", func(t *testing.T) { t.Parallel(); privacyFlow(t, b, mailbox) })
 	t.Run("MergeOverREST", func(t *testing.T) { t.Parallel(); mergeFlow(t, b) })
 	t.Run("VerbRoutesDoNotDependOnRegistrationOrder", func(t *testing.T) { t.Parallel(); verbRoutesFlow(t, b) })
@@ -265,7 +264,7 @@ func outreachSMTPFlow(t *testing.T, b *testBundle, mailbox *flowSMTP) {
 // careFlow: the composed system's clock is the wall clock, so the flow
 // picks occasions due now: a birthday today (UTC, due hour 0) and the
 // one-day follow-up of a purchase made 30 hours ago.
-func careFlow(t *testing.T, b *testBundle) {
+func careFlow(t *testing.T, b *testBundle, mailbox *flowSMTP) {
 	tenant := uuid.NewString()
 	tok := b.token(t, tenant, "care-flow")
 	ctx := authCtx(tok)
@@ -274,22 +273,39 @@ func careFlow(t *testing.T, b *testBundle) {
 	care := customerv1.NewCareServiceClient(b.grpcConn)
 	pool := b.customerPool(t)
 
-	st, err := care.UpdateCareSettings(ctx, &customerv1.UpdateCareSettingsRequest{
-		Settings:   &customerv1.CareSettings{BirthdayEnabled: true, PurchaseFollowUpDays: 1, DueHour: 0},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"birthday_enabled", "purchase_follow_up_days", "due_hour"}}})
-	require.NoError(t, err)
-	require.True(t, st.GetBirthdayEnabled())
-	require.Equal(t, int32(1), st.GetPurchaseFollowUpDays())
-
 	now := time.Now().UTC()
 	person := ada()
 	person.TimeZone = "UTC"
+	person.Email = careFlowEmail
 	person.Birthday = &customerv1.Birthday{Year: 1990, Month: int32(now.Month()), Day: int32(now.Day())}
 	c, err := customers.CreateCustomer(ctx, &customerv1.CreateCustomerRequest{Customer: person})
 	require.NoError(t, err)
 	p, err := purchases.RecordPurchase(ctx, &customerv1.RecordPurchaseRequest{CustomerId: c.GetId(),
 		Purchase: flowPurchase("order-care", now.Add(-30*time.Hour))})
 	require.NoError(t, err)
+	// The birthday becomes a greeting: a template for the occasion kind and
+	// the customer's consent to care email, both in place before the
+	// calendar is switched on (a refusal would be final).
+	_, err = customerv1.NewConsentServiceClient(b.grpcConn).SetConsent(ctx, &customerv1.SetConsentRequest{
+		CustomerId: c.GetId(), Channel: customerv1.ContactChannel_CONTACT_CHANNEL_EMAIL,
+		Purpose: customerv1.ContactPurpose_CONTACT_PURPOSE_CARE, State: customerv1.ConsentState_CONSENT_STATE_GRANTED,
+		LegalBasis: customerv1.LegalBasis_LEGAL_BASIS_CONSENT, Source: "web-form"})
+	require.NoError(t, err)
+	_, err = customerv1.NewOutreachServiceClient(b.grpcConn).CreateOutreachTemplate(ctx, &customerv1.CreateOutreachTemplateRequest{
+		OutreachTemplate: &customerv1.OutreachTemplate{Key: "birthday-greeting",
+			Channel: customerv1.ContactChannel_CONTACT_CHANNEL_EMAIL, DefaultLocale: "en",
+			Variants: []*customerv1.OutreachTemplate_Variant{{Locale: "en", Subject: "Happy birthday, {{.DisplayName}}",
+				TextBody: "Best wishes on {{.OccasionDate}} ({{.OccasionKind}})."}}}})
+	require.NoError(t, err)
+
+	st, err := care.UpdateCareSettings(ctx, &customerv1.UpdateCareSettingsRequest{
+		Settings: &customerv1.CareSettings{BirthdayEnabled: true, PurchaseFollowUpDays: 1, DueHour: 0,
+			BirthdayTemplateKey: "birthday-greeting"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"birthday_enabled", "purchase_follow_up_days", "due_hour",
+			"birthday_template_key"}}})
+	require.NoError(t, err)
+	require.True(t, st.GetBirthdayEnabled())
+	require.Equal(t, int32(1), st.GetPurchaseFollowUpDays())
 
 	list := func() []*customerv1.CareOccasion {
 		r, err := care.ListCareOccasions(ctx, &customerv1.ListCareOccasionsRequest{CustomerId: c.GetId()})
@@ -345,7 +361,31 @@ func careFlow(t *testing.T, b *testBundle) {
 		got[ev.GetOccasionId()]++
 	}
 	require.Equal(t, map[string]int{bday.GetId(): 1, follow.GetId(): 1}, got, "exactly one care.due per occasion on the stream")
+
+	// The birthday, whose kind has a template, was greeted once; the
+	// follow-up, whose kind has none, sent nothing.
+	msgs := waitFor(t, "the birthday greeting on the SMTP server", func() ([]flowMail, bool) {
+		m := mailbox.to(careFlowEmail)
+		return m, len(m) > 0
+	})
+	require.Len(t, msgs, 1)
+	greeting := parseFlowMail(t, msgs[0].data)
+	require.Equal(t, "Happy birthday, "+person.GetDisplayName(), decodeFlowHeader(t, greeting.header.Get("Subject")))
+	require.Equal(t, "Best wishes on "+now.Format(time.DateOnly)+" (birthday).", greeting.text)
+	deliveries := waitFor(t, "the greeting's delivery SENT", func() ([]*customerv1.OutreachDelivery, bool) {
+		l, err := customerv1.NewOutreachServiceClient(b.grpcConn).ListOutreachDeliveries(ctx,
+			&customerv1.ListOutreachDeliveriesRequest{CustomerId: c.GetId()})
+		require.NoError(t, err)
+		d := l.GetOutreachDeliveries()
+		return d, len(d) == 1 && d[0].GetStatus() == customerv1.OutreachStatus_OUTREACH_STATUS_SENT
+	})
+	require.Equal(t, customerv1.ContactPurpose_CONTACT_PURPOSE_CARE, deliveries[0].GetPurpose())
+	require.Len(t, mailbox.to(careFlowEmail), 1, "one greeting")
 }
+
+// careFlowEmail is the care flow customer's address, apart from the other
+// flows' so each counts only its own mail.
+const careFlowEmail = "care-flow@example.com"
 
 func careRounds(t *testing.T, pool *pgxpool.Pool, tenant string) int64 {
 	t.Helper()

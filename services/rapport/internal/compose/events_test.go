@@ -35,7 +35,6 @@ DROP TABLE seen;
 // change of the slice is written with an outbox row, relayed to JetStream and
 // applied exactly once by an inbox consumer; refused requests publish nothing.
 func TestCustomerEventsReachAConsumerExactlyOnce(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -72,7 +72,6 @@ func BenchmarkGateway(b *testing.B) {
 }
 
 func TestGatewayInMemoryServesTheSameAPI(t *testing.T) {
-	t.Parallel()
 	b := setupWith(t, Options{GatewayInMemory: true})
 	tok := b.token(t, tenantA, "mem")
 	rest := restAPI{base: b.httpBase, b: b}

@@ -78,7 +78,6 @@ func profileCases(b *testBundle) map[string]func(t *testing.T, w world) {
 // REST: field violations name the API field, a PATCH body without a mask
 // changes the address parts it carries, the merge and search routes work.
 func TestProfileREST(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	rest := restAPI{base: b.httpBase, b: b}
 	token := b.token(t, uuid.NewString(), "admin-rest")

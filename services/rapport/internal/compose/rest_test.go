@@ -44,7 +44,6 @@ func (b *testBundle) call(tb testing.TB, method, path, token string, headers map
 }
 
 func TestGatewayEdge(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	tok := b.token(t, tenantA, "edge")
 	created := b.apis()[1].create(t, tok, ada(), "")
@@ -145,7 +144,6 @@ func TestGatewayEdge(t *testing.T) {
 // and the RateLimit fields; another tenant is unaffected; a browser origin
 // on the allow-list gets CORS headers that expose them.
 func TestRateLimitOverREST(t *testing.T) {
-	t.Parallel()
 	const origin = "https://app.example.com"
 	b := setupWith(t, Options{}, func(c *Config) {
 		c.RateLimit = RateLimitConfig{TenantRPS: 0.01, TenantBurst: 3, PrincipalRPS: 0.01, PrincipalBurst: 3, IdleTTL: time.Minute}
@@ -175,7 +173,6 @@ func TestRateLimitOverREST(t *testing.T) {
 }
 
 func TestDocsPageIsServed(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	r := b.call(t, http.MethodGet, "/docs", "", nil, "")
 	require.Equal(t, http.StatusOK, r.status)

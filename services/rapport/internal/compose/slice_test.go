@@ -21,7 +21,6 @@ func ada() *customerv1.Customer {
 }
 
 func TestCustomerSlice(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	tokA := b.token(t, tenantA, "agent-a")
 	tokB := b.token(t, tenantB, "agent-b")
