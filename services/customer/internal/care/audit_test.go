@@ -151,3 +151,29 @@ func requireOneRow(tb testing.TB, rows []auditRow, action, actor, method string,
 	}
 	return r
 }
+
+// TestSEC09BirthdayOccasionsAudit: listing occasions that show a birthday
+// (its month and day) writes one list row naming the customers whose
+// birthday the page shows; occasions of other kinds write none.
+func TestSEC09BirthdayOccasionsAudit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.settings(t, &customerv1.CareSettings{BirthdayEnabled: true, AnniversaryEnabled: true, DueHour: 9},
+		"birthday_enabled", "anniversary_enabled", "due_hour")
+	born := b.newCustomer(t, customerOpts{zone: "UTC", birth: [2]int{6, 14}})
+	member := b.newCustomer(t, customerOpts{zone: "UTC", created: time.Date(2020, 6, 14, 0, 0, 0, 0, time.UTC)})
+	b.at(t, time.Date(2026, 6, 14, 10, 0, 0, 0, time.UTC))
+	ctx := grpcxtest.AsSubject(b.tenant, "agent-3", "agent")
+	rows := func(call func()) []auditRow { return audited(t, b.pool, b.tenant, call) }
+
+	requireOneRow(t, rows(func() {
+		got, err := b.client.ListCareOccasions(ctx, &customerv1.ListCareOccasionsRequest{StartDate: "2026-06-14", EndDate: "2026-06-14"})
+		require.NoError(t, err)
+		require.Len(t, got.GetOccasions(), 2, "the birthday and the anniversary")
+	}), "list", "agent-3", "/ListCareOccasions", []uuid.UUID{born}, []string{"birthday"})
+	require.Empty(t, rows(func() {
+		got, err := b.client.ListCareOccasions(ctx, &customerv1.ListCareOccasionsRequest{CustomerId: member.String()})
+		require.NoError(t, err)
+		require.Len(t, got.GetOccasions(), 1)
+	}), "an anniversary shows no birthday")
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/care/store"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
 
 // DefaultSettings are the settings of a tenant that never set any: every
@@ -372,8 +373,19 @@ func (a *careAPI) ListCareOccasions(ctx context.Context, req *customerv1.ListCar
 		last := rows[len(rows)-1]
 		resp.NextPageToken = encodePageToken(filter, store.Cursor{Time: last.Date, ID: last.ID})
 	}
+	// A birthday occasion's date is the customer's birthday (month and
+	// day): a read of personal data, audited like the profile's.
+	var birthdays []uuid.UUID
 	for _, o := range rows {
 		resp.Occasions = append(resp.Occasions, occasionToProto(o))
+		if o.Kind == "birthday" && !slices.Contains(birthdays, o.CustomerID) {
+			birthdays = append(birthdays, o.CustomerID)
+		}
+	}
+	if len(birthdays) > 0 {
+		if err := a.s.auditRead(ctx, audit.List, birthdays, []string{"birthday"}); err != nil {
+			return nil, err
+		}
 	}
 	return resp, nil
 }
