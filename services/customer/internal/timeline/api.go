@@ -20,6 +20,7 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 	"github.com/rapporthq/rapport/services/customer/internal/timeline/store"
@@ -214,13 +215,20 @@ func textFields(ins ...*customerv1.Interaction) []string {
 }
 
 // create stores a manual entry, its text sealed for the customer, in tx.
+// A customer merged into another gets no new entry: the call is refused
+// with lifecycle.MergedError, which names the customer to write to. Its
+// history stays readable under its old id (GetInteraction and
+// ListInteractions serve what was not moved).
 func (s *Server) create(ctx context.Context, tx pgx.Tx, e store.Entry, summary, body string) (store.Entry, error) {
-	live, err := s.store.CustomerLive(ctx, tx, e.TenantID, e.CustomerID)
+	live, mergedInto, err := s.store.CustomerForWrite(ctx, tx, e.TenantID, e.CustomerID)
 	if err != nil {
 		return store.Entry{}, err
 	}
 	if !live {
 		return store.Entry{}, errCustomerNotFound
+	}
+	if mergedInto != uuid.Nil {
+		return store.Entry{}, lifecycle.MergedError(e.CustomerID, mergedInto)
 	}
 	k, err := s.sealer.CustomerKey(ctx, tx, e.TenantID, e.CustomerID)
 	if errors.Is(err, pii.ErrKeyDestroyed) {

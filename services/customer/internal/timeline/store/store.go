@@ -81,6 +81,20 @@ func (s *Store) CustomerLive(ctx context.Context, db DB, tenantID, customerID uu
 	return ok, nil
 }
 
+// CustomerForWrite reports, holding the customer's row until tx ends,
+// whether the customer exists in the tenant and has not been erased, and the
+// customer it was merged into (uuid.Nil if none).
+func (s *Store) CustomerForWrite(ctx context.Context, db DB, tenantID, customerID uuid.UUID) (live bool, mergedInto uuid.UUID, err error) {
+	row, err := s.q.InteractionCustomerForWrite(ctx, db, dbgen.InteractionCustomerForWriteParams{TenantID: tenantID, CustomerID: customerID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, uuid.Nil, nil
+	}
+	if err != nil {
+		return false, uuid.Nil, interpret("look up customer", err)
+	}
+	return row.Live, row.MergedInto.UUID, nil
+}
+
 // ResolveCustomer returns the live customer an event about customerID
 // belongs to (itself, or the customer it was merged into); false if there is
 // none in the tenant.

@@ -13,6 +13,38 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const interactionCustomerForWrite = `-- name: InteractionCustomerForWrite :one
+SELECT EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id) AS live,
+       c.merged_into
+FROM customers c
+WHERE c.tenant_id = $1 AND c.id = $2
+FOR SHARE OF c
+`
+
+type InteractionCustomerForWriteParams struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+type InteractionCustomerForWriteRow struct {
+	Live       bool
+	MergedInto uuid.NullUUID
+}
+
+// InteractionCustomerForWrite reads what CreateInteraction needs about the
+// customer before writing to its timeline: whether it is live (has its data
+// key) and whether it was merged into another. No row: the tenant has no
+// such customer. FOR SHARE holds the row until the entry is committed, so a
+// merge (which locks its customers FOR NO KEY UPDATE before moving their
+// entries) either waits for the entry and moves it, or commits first and the
+// entry is refused: none is left behind under a merged id.
+func (q *Queries) InteractionCustomerForWrite(ctx context.Context, db DBTX, arg InteractionCustomerForWriteParams) (InteractionCustomerForWriteRow, error) {
+	row := db.QueryRow(ctx, interactionCustomerForWrite, arg.TenantID, arg.CustomerID)
+	var i InteractionCustomerForWriteRow
+	err := row.Scan(&i.Live, &i.MergedInto)
+	return i, err
+}
+
 const interactionCustomerLive = `-- name: InteractionCustomerLive :one
 SELECT EXISTS (
     SELECT 1 FROM customers c

@@ -8,6 +8,20 @@ SELECT EXISTS (
     WHERE c.tenant_id = @tenant_id AND c.id = @customer_id
 ) AS live;
 
+-- InteractionCustomerForWrite reads what CreateInteraction needs about the
+-- customer before writing to its timeline: whether it is live (has its data
+-- key) and whether it was merged into another. No row: the tenant has no
+-- such customer. FOR SHARE holds the row until the entry is committed, so a
+-- merge (which locks its customers FOR NO KEY UPDATE before moving their
+-- entries) either waits for the entry and moves it, or commits first and the
+-- entry is refused: none is left behind under a merged id.
+-- name: InteractionCustomerForWrite :one
+SELECT EXISTS (SELECT 1 FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.id) AS live,
+       c.merged_into
+FROM customers c
+WHERE c.tenant_id = @tenant_id AND c.id = @customer_id
+FOR SHARE OF c;
+
 -- InteractionResolveCustomer finds the customer an event about customer_id
 -- belongs on: the customer itself, or, if it was merged, the customer it was
 -- merged into (following at most 10 merges). No row: the tenant has no such
