@@ -19,6 +19,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/care/store"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
@@ -45,12 +46,17 @@ func (a *careAPI) CreateCarePlan(ctx context.Context, req *customerv1.CreateCare
 	key := idem.Key{TenantID: tenant.String(), Principal: subject,
 		Method: customerv1.CareService_CreateCarePlan_FullMethodName, RequestID: req.GetRequestId()}
 	return sealedIdempotent(ctx, a.s, tenant, key, req, audit.Create, planFields, func(ctx context.Context, tx pgx.Tx) (*customerv1.CarePlan, uuid.UUID, error) {
-		ok, err := a.s.store.CustomerExists(ctx, tx, tenant, customerID)
+		ok, mergedInto, err := a.s.store.CustomerForWrite(ctx, tx, tenant, customerID)
 		if err != nil {
 			return nil, uuid.Nil, err
 		}
 		if !ok {
 			return nil, uuid.Nil, toStatus(errCustomerNotFound)
+		}
+		if mergedInto != uuid.Nil {
+			// Merged: nothing new happens to them; the error names the
+			// customer to plan for. Their plans moved with the merge.
+			return nil, uuid.Nil, lifecycle.MergedError(customerID, mergedInto)
 		}
 		k, err := a.s.sealer.CustomerKey(ctx, tx, tenant, customerID)
 		if errors.Is(err, pii.ErrKeyDestroyed) {

@@ -433,6 +433,20 @@ func (s *Store) CustomerExists(ctx context.Context, db DB, tenantID, customerID 
 	return ok, nil
 }
 
+// CustomerForWrite reports, holding the customer's row until tx ends,
+// whether the customer exists in the tenant and the customer it was merged
+// into (uuid.Nil if none).
+func (s *Store) CustomerForWrite(ctx context.Context, db DB, tenantID, customerID uuid.UUID) (exists bool, mergedInto uuid.UUID, err error) {
+	into, err := s.q.CareCustomerForWrite(ctx, db, dbgen.CareCustomerForWriteParams{TenantID: tenantID, CustomerID: customerID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, uuid.Nil, nil
+	}
+	if err != nil {
+		return false, uuid.Nil, interpret("look up customer", err)
+	}
+	return true, into.UUID, nil
+}
+
 // ---- holidays
 
 // InsertHoliday stores a holiday.

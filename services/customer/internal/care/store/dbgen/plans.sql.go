@@ -13,6 +13,30 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const careCustomerForWrite = `-- name: CareCustomerForWrite :one
+SELECT c.merged_into FROM customers c
+WHERE c.tenant_id = $1 AND c.id = $2
+FOR SHARE OF c
+`
+
+type CareCustomerForWriteParams struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+// CareCustomerForWrite reads, before a plan is written for the customer,
+// whether it exists in the tenant and the customer it was merged into
+// (NULL if none). No row: no such customer. FOR SHARE holds the row until
+// the plan is committed, so a merge (which locks its customers FOR NO KEY
+// UPDATE before moving their plans) either waits and moves the new plan, or
+// commits first and the plan is refused: none is left under a merged id.
+func (q *Queries) CareCustomerForWrite(ctx context.Context, db DBTX, arg CareCustomerForWriteParams) (uuid.NullUUID, error) {
+	row := db.QueryRow(ctx, careCustomerForWrite, arg.TenantID, arg.CustomerID)
+	var merged_into uuid.NullUUID
+	err := row.Scan(&merged_into)
+	return merged_into, err
+}
+
 const carePlanGet = `-- name: CarePlanGet :one
 SELECT tenant_id, id, customer_id, title_sealed, created_by, create_time FROM care_plans WHERE tenant_id = $1 AND customer_id = $2 AND id = $3
 `

@@ -46,3 +46,14 @@ WHERE tenant_id = @tenant_id
   AND (due_time, id) > (@after_time::timestamptz, @after_id::uuid)
 ORDER BY due_time, id
 LIMIT @row_limit;
+
+-- CareCustomerForWrite reads, before a plan is written for the customer,
+-- whether it exists in the tenant and the customer it was merged into
+-- (NULL if none). No row: no such customer. FOR SHARE holds the row until
+-- the plan is committed, so a merge (which locks its customers FOR NO KEY
+-- UPDATE before moving their plans) either waits and moves the new plan, or
+-- commits first and the plan is refused: none is left under a merged id.
+-- name: CareCustomerForWrite :one
+SELECT c.merged_into FROM customers c
+WHERE c.tenant_id = @tenant_id AND c.id = @customer_id
+FOR SHARE OF c;
