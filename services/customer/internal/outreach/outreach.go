@@ -8,7 +8,14 @@
 //   - Every message passes the contact governor. SendOutreach reserves the
 //     touch with consent.Governor in its own transaction, so the touch
 //     counts towards the frequency caps exactly when the delivery exists;
-//     a refusal is recorded as a REFUSED delivery, never sent.
+//     a refusal is recorded as a REFUSED delivery, never sent. A refusal
+//     that passes with time (quiet hours; a frequency cap that frees within
+//     Config.MaxDeferral of the delivery's creation) is DEFERRED instead,
+//     with no touch: the worker asks the governor again at its next allowed
+//     time (worker.go, recheckDeferred) and only then, in the transaction
+//     that queues it, records the touch, so a waiting message does not eat
+//     the cap. A deferral publishes no event; OutreachFailed comes only if
+//     the re-check refuses it for good (REFUSED, its content dropped).
 //   - One request id, one delivery, for ever: outreach_deliveries keeps the
 //     request id under a unique key (idempotency_keys rows expire).
 //   - A delivery is sent at least once and, as far as the provider can
@@ -98,6 +105,11 @@ type Config struct {
 	PollInterval time.Duration `env:"RAPPORT_OUTREACH_POLL_INTERVAL, default=1s"`
 	// SendTimeout bounds one attempt; 0 means 30 s.
 	SendTimeout time.Duration `env:"RAPPORT_OUTREACH_SEND_TIMEOUT, default=30s"`
+	// MaxDeferral bounds how long a delivery the governor refused "for now"
+	// waits (DEFERRED), counted from its creation: a refusal for quiet
+	// hours or a frequency cap whose next allowed time lies beyond it is
+	// final (REFUSED). 0 means 7 days.
+	MaxDeferral time.Duration `env:"RAPPORT_OUTREACH_MAX_DEFERRAL, default=168h"`
 }
 
 // SMTPConfig configures the email driver.
@@ -146,6 +158,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 30 * time.Second
+	}
+	if c.MaxDeferral <= 0 {
+		c.MaxDeferral = 7 * 24 * time.Hour
 	}
 	if c.SMTP.TLS == "" {
 		c.SMTP.TLS = "starttls"

@@ -86,9 +86,11 @@ func (s *Server) SendOutreach(ctx context.Context, req *customerv1.SendOutreachR
 //  3. Without an address for the channel, or a driver, it fails at once:
 //     nothing could be sent, so no touch is reserved.
 //  4. The governor decides and, if allowed, records the touch in tx
-//     (reference: the delivery id). Refused: a REFUSED delivery and
-//     OutreachFailed. Allowed: a QUEUED delivery due now, its content
-//     sealed with the customer's key.
+//     (reference: the delivery id). Refused for now (s.deferrable): a
+//     DEFERRED delivery due for a re-check at the next allowed time, its
+//     content sealed, no touch and no event. Refused otherwise: a REFUSED
+//     delivery and OutreachFailed. Allowed: a QUEUED delivery due now, its
+//     content sealed with the customer's key.
 func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (store.Delivery, error) {
 	now := s.clock()
 	if r.requestID != uuid.Nil {
@@ -212,6 +214,9 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		switch {
 		case dec.Reason == consent.ReasonCustomerUnknown:
 			return store.Delivery{}, errCustomerNotFound
+		case !dec.Allowed && s.deferrable(dec, now):
+			d.Status, d.NextAttemptTime = store.StatusDeferred, dec.NextAllowed
+			d.RefusalReason, d.NextAllowedTime = string(dec.Reason), dec.NextAllowed
 		case !dec.Allowed:
 			d.Status, d.FailureReason = store.StatusRefused, refusedPrefix+string(dec.Reason)
 			d.RefusalReason, d.NextAllowedTime = string(dec.Reason), dec.NextAllowed
@@ -236,6 +241,19 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		return store.Delivery{}, err
 	}
 	return s.insertDelivery(ctx, tx, d, now)
+}
+
+// deferrable reports whether a refusal only means "not now": quiet hours,
+// or a frequency cap, when the governor names the time contact becomes
+// allowed and it is no later than MaxDeferral after created (the delivery's
+// creation, so re-checks cannot stretch the wait). Every other reason needs
+// the customer to act, or can never pass.
+func (s *Server) deferrable(dec consent.Decision, created time.Time) bool {
+	switch dec.Reason {
+	case consent.ReasonQuietHours, consent.ReasonFrequencyCap:
+		return !dec.NextAllowed.IsZero() && !dec.NextAllowed.After(created.Add(s.cfg.MaxDeferral))
+	}
+	return false
 }
 
 // insertDelivery stores a new delivery and, when it ended at once (FAILED

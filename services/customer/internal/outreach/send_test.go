@@ -72,8 +72,8 @@ func TestGovernorRefusal(t *testing.T) {
 }
 
 // TestGovernorCountsTouches: each allowed send is a touch, so the
-// marketing cap (2 per 7 days by default) refuses the third, with the time
-// it frees.
+// marketing cap (2 per 7 days by default) holds the third back: DEFERRED
+// until the time it frees (within the 7-day bound), not counted, not sent.
 func TestGovernorCountsTouches(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -85,15 +85,18 @@ func TestGovernorCountsTouches(t *testing.T) {
 	}
 	require.Equal(t, 2, b.touches(t, cust))
 	third := b.send(t, smsSend(cust, marketing))
-	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_REFUSED, third.GetStatus())
-	require.Equal(t, "refused:FREQUENCY_CAP", third.GetFailureReason())
+	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_DEFERRED, third.GetStatus())
+	require.Equal(t, customerv1.ContactRefusalReason_CONTACT_REFUSAL_REASON_FREQUENCY_CAP, third.GetRefusalReason())
+	require.Empty(t, third.GetFailureReason())
 	require.True(t, third.GetNextAllowedTime().AsTime().After(t0))
+	require.Equal(t, 2, b.touches(t, cust), "a deferred delivery holds no touch")
 	require.Equal(t, 2, b.deliverDue(t))
 	require.Len(t, b.hook.requests(), 2)
+	require.Empty(t, failedEvents(t, b), "a deferral is no failure")
 }
 
-// TestGovernorQuietHours: care in the customer's quiet hours is refused
-// with the time they end; service is not held back.
+// TestGovernorQuietHours: care in the customer's quiet hours is deferred
+// to the time they end; service is not held back.
 func TestGovernorQuietHours(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -106,7 +109,9 @@ func TestGovernorQuietHours(t *testing.T) {
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours"}}})
 	require.NoError(t, err)
 	d := b.send(t, smsSend(cust, care))
-	require.Equal(t, "refused:QUIET_HOURS", d.GetFailureReason())
+	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_DEFERRED, d.GetStatus())
+	require.Equal(t, customerv1.ContactRefusalReason_CONTACT_REFUSAL_REASON_QUIET_HOURS, d.GetRefusalReason())
+	require.Equal(t, d.GetNextAllowedTime().AsTime(), d.GetNextAttemptTime().AsTime())
 	require.Equal(t, "2026-03-04T12:00:00Z", d.GetNextAllowedTime().AsTime().Format("2006-01-02T15:04:05Z07:00"))
 	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_QUEUED, b.send(t, smsSend(cust, service)).GetStatus())
 }

@@ -40,10 +40,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// DeliverDue sends every delivery due now, batch by batch, and returns how
-// many it attempted. Tests call it directly, with the clock where they want
-// it.
+// DeliverDue re-checks every deferred delivery due now (recheckDeferred),
+// then sends every queued delivery due now, batch by batch, and returns how
+// many it attempted to send. Tests call it directly, with the clock where
+// they want it.
 func (s *Server) DeliverDue(ctx context.Context) (int, error) {
+	if err := s.recheckDeferred(ctx); err != nil {
+		return 0, err
+	}
 	total := 0
 	for {
 		now := s.clock()
@@ -65,6 +69,68 @@ func (s *Server) DeliverDue(ctx context.Context) (int, error) {
 			return total, ctx.Err()
 		}
 	}
+}
+
+// recheckDeferred asks the governor again about each deferred delivery due
+// at now, each in a transaction of its own that locks the delivery (SKIP
+// LOCKED: replicas share them; only a DEFERRED row is taken, so a delivery
+// is released at most once) and, through the governor, the customer:
+//
+//   - allowed: the touch is recorded (reference: the delivery id) and the
+//     delivery QUEUED, due now, in the same transaction; the claim loop
+//     sends it. The worker is the touch's actor.
+//   - still "not now" within the bound (deferrable, from the creation
+//     time): it stays DEFERRED until the new next allowed time.
+//   - refused otherwise (consent withdrawn or pending, the bound passed,
+//     the customer gone): REFUSED, content dropped, and OutreachFailed.
+func (s *Server) recheckDeferred(ctx context.Context) error {
+	for ctx.Err() == nil {
+		now := s.clock()
+		found := false
+		err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+			d, err := s.store.LockDueDeferred(ctx, tx, now)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			found = true
+			dec, _, err := s.governor.Reserve(ctx, tx, d.TenantID, WorkerActor, consent.Touch{
+				CustomerID: d.CustomerID, Channel: consent.Channel(d.Channel), Purpose: consent.Purpose(d.Purpose),
+				SourceService: SourceService, Reference: d.ID.String(),
+			})
+			if err != nil {
+				return fmt.Errorf("reserve contact for delivery %s: %w", d.ID, err)
+			}
+			switch {
+			case dec.Allowed:
+				_, err = s.store.ReleaseDeferred(ctx, tx, d, now)
+				return err
+			case s.deferrable(dec, d.CreateTime):
+				// The governor's next allowed time lies ahead of a refusal;
+				// never re-check sooner than a second from now regardless.
+				next := dec.NextAllowed.UTC().Truncate(time.Microsecond)
+				if !next.After(now) {
+					next = now.Add(time.Second)
+				}
+				_, err = s.store.DeferAgain(ctx, tx, d, string(dec.Reason), next, now)
+				return err
+			}
+			refused, err := s.store.RefuseDeferred(ctx, tx, d, refusedPrefix+string(dec.Reason), string(dec.Reason), dec.NextAllowed, now)
+			if err != nil {
+				return err
+			}
+			if err := outbox.Write(ctx, tx, failedEvent(refused, now)); err != nil {
+				return fmt.Errorf("write outreach event: %w", err)
+			}
+			return nil
+		})
+		if err != nil || !found {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // deliver makes one attempt of a claimed delivery and records its outcome.

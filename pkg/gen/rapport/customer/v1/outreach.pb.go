@@ -41,6 +41,14 @@ const (
 	OutreachStatus_OUTREACH_STATUS_FAILED OutreachStatus = 3
 	// The contact governor refused; nothing was sent.
 	OutreachStatus_OUTREACH_STATUS_REFUSED OutreachStatus = 4
+	// The contact governor said "not now": quiet hours, or a frequency cap
+	// that frees within the deferral bound (RAPPORT_OUTREACH_MAX_DEFERRAL,
+	// counted from create_time). refusal_reason says which; the governor is
+	// asked again at next_allowed_time (= next_attempt_time), and the touch
+	// is counted only then, if the message goes ahead (QUEUED). A refusal
+	// then that cannot pass with time makes it REFUSED. No event is published
+	// on deferral; OutreachFailed only when it is finally refused.
+	OutreachStatus_OUTREACH_STATUS_DEFERRED OutreachStatus = 5
 )
 
 // Enum value maps for OutreachStatus.
@@ -51,6 +59,7 @@ var (
 		2: "OUTREACH_STATUS_SENT",
 		3: "OUTREACH_STATUS_FAILED",
 		4: "OUTREACH_STATUS_REFUSED",
+		5: "OUTREACH_STATUS_DEFERRED",
 	}
 	OutreachStatus_value = map[string]int32{
 		"OUTREACH_STATUS_UNSPECIFIED": 0,
@@ -58,6 +67,7 @@ var (
 		"OUTREACH_STATUS_SENT":        2,
 		"OUTREACH_STATUS_FAILED":      3,
 		"OUTREACH_STATUS_REFUSED":     4,
+		"OUTREACH_STATUS_DEFERRED":    5,
 	}
 )
 
@@ -680,12 +690,13 @@ type OutreachDelivery struct {
 	// template, with template_id and channel then empty, and render_failed,
 	// when the template uses a variable care outreach does not provide).
 	FailureReason string `protobuf:"bytes,11,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
-	// REFUSED: the governor's reason.
+	// REFUSED and DEFERRED: the governor's reason.
 	RefusalReason ContactRefusalReason `protobuf:"varint,12,opt,name=refusal_reason,json=refusalReason,proto3,enum=rapport.customer.v1.ContactRefusalReason" json:"refusal_reason,omitempty"`
-	// REFUSED for quiet hours or a frequency cap: when the same contact would
-	// be allowed.
+	// REFUSED or DEFERRED for quiet hours or a frequency cap: when the same
+	// contact would be allowed (a DEFERRED delivery is re-checked then).
 	NextAllowedTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=next_allowed_time,json=nextAllowedTime,proto3" json:"next_allowed_time,omitempty"`
-	// QUEUED: when the next attempt is due.
+	// QUEUED: when the next attempt is due; DEFERRED: when the governor is
+	// asked again.
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
 	// SENT: the provider's id of the message (the email's Message-Id).
 	ProviderMessageId string                 `protobuf:"bytes,15,opt,name=provider_message_id,json=providerMessageId,proto3" json:"provider_message_id,omitempty"`
@@ -1324,13 +1335,14 @@ const file_rapport_customer_v1_outreach_proto_rawDesc = "" +
 	"\bdelivery\x18\x01 \x01(\v2%.rapport.customer.v1.OutreachDeliveryR\bdelivery\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1b\n" +
 	"\ttext_body\x18\x03 \x01(\tR\btextBody\x12\x1b\n" +
-	"\thtml_body\x18\x04 \x01(\tR\bhtmlBody*\xa0\x01\n" +
+	"\thtml_body\x18\x04 \x01(\tR\bhtmlBody*\xbe\x01\n" +
 	"\x0eOutreachStatus\x12\x1f\n" +
 	"\x1bOUTREACH_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16OUTREACH_STATUS_QUEUED\x10\x01\x12\x18\n" +
 	"\x14OUTREACH_STATUS_SENT\x10\x02\x12\x1a\n" +
 	"\x16OUTREACH_STATUS_FAILED\x10\x03\x12\x1b\n" +
-	"\x17OUTREACH_STATUS_REFUSED\x10\x042\x86\v\n" +
+	"\x17OUTREACH_STATUS_REFUSED\x10\x04\x12\x1c\n" +
+	"\x18OUTREACH_STATUS_DEFERRED\x10\x052\x86\v\n" +
 	"\x0fOutreachService\x12\xad\x01\n" +
 	"\x16CreateOutreachTemplate\x122.rapport.customer.v1.CreateOutreachTemplateRequest\x1a%.rapport.customer.v1.OutreachTemplate\"8\xca\xf3\x18\x04\n" +
 	"\x02\x01\x04\x82\xd3\xe4\x93\x02*:\x11outreach_template\"\x15/v1/outreachTemplates\x12\x9c\x01\n" +

@@ -66,10 +66,13 @@ type OutreachServiceClient interface {
 	DeleteOutreachTemplate(ctx context.Context, in *DeleteOutreachTemplateRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	// SendOutreach sends a template to a customer on the template's channel,
 	// for a purpose, through the contact governor. It returns the delivery:
-	// QUEUED (the worker sends it shortly), REFUSED (the governor said no; see
-	// refusal_reason and next_allowed_time) or FAILED (nothing can be sent:
-	// no address for the channel, no driver configured). A refusal is not an
-	// error: the log records it and an OutreachFailed event is published.
+	// QUEUED (the worker sends it shortly), DEFERRED (the governor said not
+	// now: quiet hours, or a cap that frees soon; it is re-checked and sent
+	// at next_allowed_time if then allowed), REFUSED (the governor said no;
+	// see refusal_reason and next_allowed_time) or FAILED (nothing can be
+	// sent: no address for the channel, no driver configured). A refusal is
+	// not an error: the log records it and an OutreachFailed event is
+	// published (for a deferred delivery only if it is finally refused).
 	// With a request_id the call is idempotent for ever: the same request id
 	// returns the same delivery and never sends a second message.
 	SendOutreach(ctx context.Context, in *SendOutreachRequest, opts ...grpc.CallOption) (*OutreachDelivery, error)
@@ -203,10 +206,13 @@ type OutreachServiceServer interface {
 	DeleteOutreachTemplate(context.Context, *DeleteOutreachTemplateRequest) (*emptypb.Empty, error)
 	// SendOutreach sends a template to a customer on the template's channel,
 	// for a purpose, through the contact governor. It returns the delivery:
-	// QUEUED (the worker sends it shortly), REFUSED (the governor said no; see
-	// refusal_reason and next_allowed_time) or FAILED (nothing can be sent:
-	// no address for the channel, no driver configured). A refusal is not an
-	// error: the log records it and an OutreachFailed event is published.
+	// QUEUED (the worker sends it shortly), DEFERRED (the governor said not
+	// now: quiet hours, or a cap that frees soon; it is re-checked and sent
+	// at next_allowed_time if then allowed), REFUSED (the governor said no;
+	// see refusal_reason and next_allowed_time) or FAILED (nothing can be
+	// sent: no address for the channel, no driver configured). A refusal is
+	// not an error: the log records it and an OutreachFailed event is
+	// published (for a deferred delivery only if it is finally refused).
 	// With a request_id the call is idempotent for ever: the same request id
 	// returns the same delivery and never sends a second message.
 	SendOutreach(context.Context, *SendOutreachRequest) (*OutreachDelivery, error)

@@ -162,10 +162,13 @@ func (s *Store) Templates(ctx context.Context, db DB, tenantID uuid.UUID, afterK
 
 // Delivery statuses, as stored.
 const (
-	StatusQueued  = "queued"
-	StatusSent    = "sent"
-	StatusFailed  = "failed"
-	StatusRefused = "refused"
+	StatusQueued = "queued"
+	// StatusDeferred: refused for now (quiet hours, a cap that frees soon);
+	// the governor is asked again at NextAttemptTime.
+	StatusDeferred = "deferred"
+	StatusSent     = "sent"
+	StatusFailed   = "failed"
+	StatusRefused  = "refused"
 )
 
 // Delivery is a delivery log entry.
@@ -332,6 +335,50 @@ func (s *Store) MarkFailed(ctx context.Context, db DB, d Delivery, errorCode, re
 	})
 	if err != nil {
 		return Delivery{}, interpret("mark outreach delivery failed", err)
+	}
+	return deliveryFromRow(r), nil
+}
+
+// LockDueDeferred locks the oldest deferred delivery due for its re-check
+// at now in tx; ErrNotFound when none is (or all are locked by others).
+func (s *Store) LockDueDeferred(ctx context.Context, tx DB, now time.Time) (Delivery, error) {
+	r, err := s.q.OutreachDeliveryLockDueDeferred(ctx, tx, ts(now))
+	if err != nil {
+		return Delivery{}, interpret("lock deferred outreach delivery", err)
+	}
+	return deliveryFromRow(r), nil
+}
+
+// ReleaseDeferred queues the deferred delivery d, due at now.
+func (s *Store) ReleaseDeferred(ctx context.Context, db DB, d Delivery, now time.Time) (Delivery, error) {
+	r, err := s.q.OutreachDeliveryReleaseDeferred(ctx, db, dbgen.OutreachDeliveryReleaseDeferredParams{
+		TenantID: d.TenantID, ID: d.ID, Now: ts(now),
+	})
+	if err != nil {
+		return Delivery{}, interpret("queue deferred outreach delivery", err)
+	}
+	return deliveryFromRow(r), nil
+}
+
+// DeferAgain keeps d deferred, until next, for reason.
+func (s *Store) DeferAgain(ctx context.Context, db DB, d Delivery, reason string, next, now time.Time) (Delivery, error) {
+	r, err := s.q.OutreachDeliveryDeferAgain(ctx, db, dbgen.OutreachDeliveryDeferAgainParams{
+		TenantID: d.TenantID, ID: d.ID, NextAllowedTime: ts(next), RefusalReason: reason, Now: now,
+	})
+	if err != nil {
+		return Delivery{}, interpret("defer outreach delivery", err)
+	}
+	return deliveryFromRow(r), nil
+}
+
+// RefuseDeferred refuses the deferred delivery d for good.
+func (s *Store) RefuseDeferred(ctx context.Context, db DB, d Delivery, failureReason, refusalReason string, nextAllowed, now time.Time) (Delivery, error) {
+	r, err := s.q.OutreachDeliveryRefuseDeferred(ctx, db, dbgen.OutreachDeliveryRefuseDeferredParams{
+		TenantID: d.TenantID, ID: d.ID, FailureReason: failureReason, RefusalReason: refusalReason,
+		NextAllowedTime: ts(nextAllowed), Now: now,
+	})
+	if err != nil {
+		return Delivery{}, interpret("refuse deferred outreach delivery", err)
 	}
 	return deliveryFromRow(r), nil
 }

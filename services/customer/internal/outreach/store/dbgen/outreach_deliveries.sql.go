@@ -113,11 +113,65 @@ func (q *Queries) OutreachDeliveryClaim(ctx context.Context, db DBTX, arg Outrea
 	return items, nil
 }
 
+const outreachDeliveryDeferAgain = `-- name: OutreachDeliveryDeferAgain :one
+UPDATE outreach_deliveries
+SET next_attempt_time = $1, next_allowed_time = $1,
+    refusal_reason = $2, update_time = $3
+WHERE tenant_id = $4 AND id = $5 AND status = 'deferred'
+RETURNING tenant_id, id, customer_id, sealed_customer_id, template_id, template_key, channel, purpose, locale, status, content_sealed, attempts, next_attempt_time, last_error_code, failure_reason, refusal_reason, next_allowed_time, provider_message_id, request_id, version, create_time, update_time, send_time
+`
+
+type OutreachDeliveryDeferAgainParams struct {
+	NextAllowedTime pgtype.Timestamptz
+	RefusalReason   string
+	Now             time.Time
+	TenantID        uuid.UUID
+	ID              uuid.UUID
+}
+
+// The governor still says not now: the delivery waits until next_allowed_time.
+func (q *Queries) OutreachDeliveryDeferAgain(ctx context.Context, db DBTX, arg OutreachDeliveryDeferAgainParams) (OutreachDelivery, error) {
+	row := db.QueryRow(ctx, outreachDeliveryDeferAgain,
+		arg.NextAllowedTime,
+		arg.RefusalReason,
+		arg.Now,
+		arg.TenantID,
+		arg.ID,
+	)
+	var i OutreachDelivery
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.CustomerID,
+		&i.SealedCustomerID,
+		&i.TemplateID,
+		&i.TemplateKey,
+		&i.Channel,
+		&i.Purpose,
+		&i.Locale,
+		&i.Status,
+		&i.ContentSealed,
+		&i.Attempts,
+		&i.NextAttemptTime,
+		&i.LastErrorCode,
+		&i.FailureReason,
+		&i.RefusalReason,
+		&i.NextAllowedTime,
+		&i.ProviderMessageID,
+		&i.RequestID,
+		&i.Version,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.SendTime,
+	)
+	return i, err
+}
+
 const outreachDeliveryFailPending = `-- name: OutreachDeliveryFailPending :many
 UPDATE outreach_deliveries
 SET status = 'failed', next_attempt_time = NULL, failure_reason = 'erased', content_sealed = NULL,
-    update_time = $1, version = version + 1
-WHERE tenant_id = $2 AND customer_id = $3 AND status = 'queued'
+    refusal_reason = '', next_allowed_time = NULL, update_time = $1, version = version + 1
+WHERE tenant_id = $2 AND customer_id = $3 AND status IN ('queued', 'deferred')
 RETURNING tenant_id, id, customer_id, sealed_customer_id, template_id, template_key, channel, purpose, locale, status, content_sealed, attempts, next_attempt_time, last_error_code, failure_reason, refusal_reason, next_allowed_time, provider_message_id, request_id, version, create_time, update_time, send_time
 `
 
@@ -127,7 +181,8 @@ type OutreachDeliveryFailPendingParams struct {
 	CustomerID uuid.UUID
 }
 
-// An erasure: the customer's queued deliveries fail with reason 'erased'.
+// An erasure: the customer's queued and deferred deliveries fail with
+// reason 'erased'.
 func (q *Queries) OutreachDeliveryFailPending(ctx context.Context, db DBTX, arg OutreachDeliveryFailPendingParams) ([]OutreachDelivery, error) {
 	rows, err := db.Query(ctx, outreachDeliveryFailPending, arg.Now, arg.TenantID, arg.CustomerID)
 	if err != nil {
@@ -478,6 +533,47 @@ func (q *Queries) OutreachDeliveryListAll(ctx context.Context, db DBTX, arg Outr
 	return items, nil
 }
 
+const outreachDeliveryLockDueDeferred = `-- name: OutreachDeliveryLockDueDeferred :one
+SELECT tenant_id, id, customer_id, sealed_customer_id, template_id, template_key, channel, purpose, locale, status, content_sealed, attempts, next_attempt_time, last_error_code, failure_reason, refusal_reason, next_allowed_time, provider_message_id, request_id, version, create_time, update_time, send_time FROM outreach_deliveries
+WHERE status = 'deferred' AND next_attempt_time <= $1
+ORDER BY next_attempt_time
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+`
+
+// The oldest deferred delivery of any tenant due for its re-check at now,
+// locked for the caller's transaction (SKIP LOCKED: replicas take others).
+func (q *Queries) OutreachDeliveryLockDueDeferred(ctx context.Context, db DBTX, now pgtype.Timestamptz) (OutreachDelivery, error) {
+	row := db.QueryRow(ctx, outreachDeliveryLockDueDeferred, now)
+	var i OutreachDelivery
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.CustomerID,
+		&i.SealedCustomerID,
+		&i.TemplateID,
+		&i.TemplateKey,
+		&i.Channel,
+		&i.Purpose,
+		&i.Locale,
+		&i.Status,
+		&i.ContentSealed,
+		&i.Attempts,
+		&i.NextAttemptTime,
+		&i.LastErrorCode,
+		&i.FailureReason,
+		&i.RefusalReason,
+		&i.NextAllowedTime,
+		&i.ProviderMessageID,
+		&i.RequestID,
+		&i.Version,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.SendTime,
+	)
+	return i, err
+}
+
 const outreachDeliveryMarkFailed = `-- name: OutreachDeliveryMarkFailed :one
 UPDATE outreach_deliveries
 SET status = 'failed', next_attempt_time = NULL, last_error_code = $1,
@@ -614,6 +710,111 @@ func (q *Queries) OutreachDeliveryMarkSent(ctx context.Context, db DBTX, arg Out
 		arg.ID,
 		arg.Attempts,
 	)
+	var i OutreachDelivery
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.CustomerID,
+		&i.SealedCustomerID,
+		&i.TemplateID,
+		&i.TemplateKey,
+		&i.Channel,
+		&i.Purpose,
+		&i.Locale,
+		&i.Status,
+		&i.ContentSealed,
+		&i.Attempts,
+		&i.NextAttemptTime,
+		&i.LastErrorCode,
+		&i.FailureReason,
+		&i.RefusalReason,
+		&i.NextAllowedTime,
+		&i.ProviderMessageID,
+		&i.RequestID,
+		&i.Version,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.SendTime,
+	)
+	return i, err
+}
+
+const outreachDeliveryRefuseDeferred = `-- name: OutreachDeliveryRefuseDeferred :one
+UPDATE outreach_deliveries
+SET status = 'refused', next_attempt_time = NULL, content_sealed = NULL, failure_reason = $1,
+    refusal_reason = $2, next_allowed_time = $3,
+    update_time = $4, version = version + 1
+WHERE tenant_id = $5 AND id = $6 AND status = 'deferred'
+RETURNING tenant_id, id, customer_id, sealed_customer_id, template_id, template_key, channel, purpose, locale, status, content_sealed, attempts, next_attempt_time, last_error_code, failure_reason, refusal_reason, next_allowed_time, provider_message_id, request_id, version, create_time, update_time, send_time
+`
+
+type OutreachDeliveryRefuseDeferredParams struct {
+	FailureReason   string
+	RefusalReason   string
+	NextAllowedTime pgtype.Timestamptz
+	Now             time.Time
+	TenantID        uuid.UUID
+	ID              uuid.UUID
+}
+
+// The governor refused a deferred delivery for good: REFUSED, its content
+// dropped (refused deliveries hold none).
+func (q *Queries) OutreachDeliveryRefuseDeferred(ctx context.Context, db DBTX, arg OutreachDeliveryRefuseDeferredParams) (OutreachDelivery, error) {
+	row := db.QueryRow(ctx, outreachDeliveryRefuseDeferred,
+		arg.FailureReason,
+		arg.RefusalReason,
+		arg.NextAllowedTime,
+		arg.Now,
+		arg.TenantID,
+		arg.ID,
+	)
+	var i OutreachDelivery
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.CustomerID,
+		&i.SealedCustomerID,
+		&i.TemplateID,
+		&i.TemplateKey,
+		&i.Channel,
+		&i.Purpose,
+		&i.Locale,
+		&i.Status,
+		&i.ContentSealed,
+		&i.Attempts,
+		&i.NextAttemptTime,
+		&i.LastErrorCode,
+		&i.FailureReason,
+		&i.RefusalReason,
+		&i.NextAllowedTime,
+		&i.ProviderMessageID,
+		&i.RequestID,
+		&i.Version,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.SendTime,
+	)
+	return i, err
+}
+
+const outreachDeliveryReleaseDeferred = `-- name: OutreachDeliveryReleaseDeferred :one
+UPDATE outreach_deliveries
+SET status = 'queued', next_attempt_time = $1, refusal_reason = '', next_allowed_time = NULL,
+    update_time = $1, version = version + 1
+WHERE tenant_id = $2 AND id = $3 AND status = 'deferred'
+RETURNING tenant_id, id, customer_id, sealed_customer_id, template_id, template_key, channel, purpose, locale, status, content_sealed, attempts, next_attempt_time, last_error_code, failure_reason, refusal_reason, next_allowed_time, provider_message_id, request_id, version, create_time, update_time, send_time
+`
+
+type OutreachDeliveryReleaseDeferredParams struct {
+	Now      pgtype.Timestamptz
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+// The governor allowed a deferred delivery (and recorded its touch): it is
+// queued, due now.
+func (q *Queries) OutreachDeliveryReleaseDeferred(ctx context.Context, db DBTX, arg OutreachDeliveryReleaseDeferredParams) (OutreachDelivery, error) {
+	row := db.QueryRow(ctx, outreachDeliveryReleaseDeferred, arg.Now, arg.TenantID, arg.ID)
 	var i OutreachDelivery
 	err := row.Scan(
 		&i.TenantID,

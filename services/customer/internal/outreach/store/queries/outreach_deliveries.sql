@@ -78,11 +78,12 @@ UPDATE outreach_deliveries SET customer_id = @primary_id
 WHERE tenant_id = @tenant_id AND customer_id = ANY(@source_ids::uuid[]);
 
 -- name: OutreachDeliveryFailPending :many
--- An erasure: the customer's queued deliveries fail with reason 'erased'.
+-- An erasure: the customer's queued and deferred deliveries fail with
+-- reason 'erased'.
 UPDATE outreach_deliveries
 SET status = 'failed', next_attempt_time = NULL, failure_reason = 'erased', content_sealed = NULL,
-    update_time = @now, version = version + 1
-WHERE tenant_id = @tenant_id AND customer_id = @customer_id AND status = 'queued'
+    refusal_reason = '', next_allowed_time = NULL, update_time = @now, version = version + 1
+WHERE tenant_id = @tenant_id AND customer_id = @customer_id AND status IN ('queued', 'deferred')
 RETURNING *;
 
 -- name: OutreachDeliveryForgetContent :execrows
@@ -96,3 +97,39 @@ WHERE tenant_id = @tenant_id AND (customer_id = @customer_id OR sealed_customer_
 -- display name (opened by the caller with the customer's key, at send
 -- time), and the customer it was merged into, if any.
 SELECT locale, email_sealed, phone_sealed, display_name_sealed, merged_into FROM customers WHERE tenant_id = @tenant_id AND id = @id;
+
+-- name: OutreachDeliveryLockDueDeferred :one
+-- The oldest deferred delivery of any tenant due for its re-check at now,
+-- locked for the caller's transaction (SKIP LOCKED: replicas take others).
+SELECT * FROM outreach_deliveries
+WHERE status = 'deferred' AND next_attempt_time <= @now
+ORDER BY next_attempt_time
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: OutreachDeliveryReleaseDeferred :one
+-- The governor allowed a deferred delivery (and recorded its touch): it is
+-- queued, due now.
+UPDATE outreach_deliveries
+SET status = 'queued', next_attempt_time = @now, refusal_reason = '', next_allowed_time = NULL,
+    update_time = @now, version = version + 1
+WHERE tenant_id = @tenant_id AND id = @id AND status = 'deferred'
+RETURNING *;
+
+-- name: OutreachDeliveryDeferAgain :one
+-- The governor still says not now: the delivery waits until next_allowed_time.
+UPDATE outreach_deliveries
+SET next_attempt_time = @next_allowed_time, next_allowed_time = @next_allowed_time,
+    refusal_reason = @refusal_reason, update_time = @now
+WHERE tenant_id = @tenant_id AND id = @id AND status = 'deferred'
+RETURNING *;
+
+-- name: OutreachDeliveryRefuseDeferred :one
+-- The governor refused a deferred delivery for good: REFUSED, its content
+-- dropped (refused deliveries hold none).
+UPDATE outreach_deliveries
+SET status = 'refused', next_attempt_time = NULL, content_sealed = NULL, failure_reason = @failure_reason,
+    refusal_reason = @refusal_reason, next_allowed_time = sqlc.narg(next_allowed_time),
+    update_time = @now, version = version + 1
+WHERE tenant_id = @tenant_id AND id = @id AND status = 'deferred'
+RETURNING *;
