@@ -15,6 +15,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/services/customer/internal/insight/store"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 )
 
 func (a *insightAPI) ListRecommendations(ctx context.Context, req *customerv1.ListRecommendationsRequest) (*customerv1.ListRecommendationsResponse, error) {
@@ -33,20 +34,28 @@ func (a *insightAPI) ListRecommendations(ctx context.Context, req *customerv1.Li
 	case size > maxPageSize:
 		size = maxPageSize
 	}
+	// Recommendations are for the customer's next purchase, which only the
+	// customer it was merged into can make: its purchases moved there, so
+	// under the old id the list would be best sellers for nobody. A merged
+	// customer is refused with lifecycle.MergedError, which names the one
+	// to ask about.
+	ok, mergedInto, checked, err := a.s.store.CustomerExists(ctx, a.s.pool, tenant, customerID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, toStatus(errCustomerNotFound)
+	}
+	if mergedInto != uuid.Nil {
+		return nil, lifecycle.MergedError(customerID, mergedInto)
+	}
 	recs, refreshed, err := a.s.store.Recommendations(ctx, a.s.pool, tenant, customerID, size)
 	if err != nil {
 		return nil, err
 	}
 	if len(recs) == 0 {
-		// No rows: an unknown customer, or a tenant without counts.
-		var ok bool
-		ok, refreshed, err = a.s.store.CustomerExists(ctx, a.s.pool, tenant, customerID)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, toStatus(errCustomerNotFound)
-		}
+		// No rows: a tenant without counts; the refresh time still shows.
+		refreshed = checked
 	}
 	resp := &customerv1.ListRecommendationsResponse{Recommendations: make([]*customerv1.Recommendation, len(recs))}
 	for i, r := range recs {

@@ -109,16 +109,17 @@ func (s *Store) Recommendations(ctx context.Context, db DB, tenantID, customerID
 	return out, refreshed, nil
 }
 
-// CustomerExists reports whether the customer is the tenant's, and when the
-// tenant's counts were computed (zero if never).
-func (s *Store) CustomerExists(ctx context.Context, db DB, tenantID, customerID uuid.UUID) (bool, time.Time, error) {
+// CustomerExists reports whether the customer is the tenant's, the
+// customer it was merged into (uuid.Nil if none), and when the tenant's
+// counts were computed (zero if never).
+func (s *Store) CustomerExists(ctx context.Context, db DB, tenantID, customerID uuid.UUID) (exists bool, mergedInto uuid.UUID, refreshed time.Time, err error) {
 	row, err := s.q.RecommendationCustomerExists(ctx, db, dbgen.RecommendationCustomerExistsParams{
 		TenantID: tenantID, CustomerID: customerID,
 	})
 	if err != nil {
-		return false, time.Time{}, interpret("look up customer", err)
+		return false, uuid.Nil, time.Time{}, interpret("look up customer", err)
 	}
-	return row.CustomerExists, timeOrZero(row.RefreshTime), nil
+	return row.CustomerExists, row.MergedInto.UUID, timeOrZero(row.RefreshTime), nil
 }
 
 func timeOrZero(t pgtype.Timestamptz) time.Time {

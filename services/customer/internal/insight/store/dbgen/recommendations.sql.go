@@ -36,6 +36,7 @@ func (q *Queries) RecommendationClearPairs(ctx context.Context, db DBTX, tenantI
 
 const recommendationCustomerExists = `-- name: RecommendationCustomerExists :one
 SELECT EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = $1 AND c.id = $2) AS customer_exists,
+       (SELECT c.merged_into FROM customers c WHERE c.tenant_id = $1 AND c.id = $2) AS merged_into,
        (SELECT rs.last_run_time FROM recommendation_schedule rs WHERE rs.tenant_id = $1) AS refresh_time
 `
 
@@ -46,16 +47,18 @@ type RecommendationCustomerExistsParams struct {
 
 type RecommendationCustomerExistsRow struct {
 	CustomerExists bool
+	MergedInto     uuid.NullUUID
 	RefreshTime    pgtype.Timestamptz
 }
 
 // RecommendationCustomerExists tells an empty list's two causes apart: an
 // unknown customer, or a tenant without counts. It returns the last refresh
-// too (NULL before the first).
+// too (NULL before the first), and the customer it was merged into (NULL if
+// none): a merged customer gets no recommendations.
 func (q *Queries) RecommendationCustomerExists(ctx context.Context, db DBTX, arg RecommendationCustomerExistsParams) (RecommendationCustomerExistsRow, error) {
 	row := db.QueryRow(ctx, recommendationCustomerExists, arg.TenantID, arg.CustomerID)
 	var i RecommendationCustomerExistsRow
-	err := row.Scan(&i.CustomerExists, &i.RefreshTime)
+	err := row.Scan(&i.CustomerExists, &i.MergedInto, &i.RefreshTime)
 	return i, err
 }
 

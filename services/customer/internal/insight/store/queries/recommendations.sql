@@ -158,7 +158,9 @@ LIMIT (SELECT row_limit FROM params);
 
 -- RecommendationCustomerExists tells an empty list's two causes apart: an
 -- unknown customer, or a tenant without counts. It returns the last refresh
--- too (NULL before the first).
+-- too (NULL before the first), and the customer it was merged into (NULL if
+-- none): a merged customer gets no recommendations.
 -- name: RecommendationCustomerExists :one
 SELECT EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = @tenant_id AND c.id = @customer_id) AS customer_exists,
+       (SELECT c.merged_into FROM customers c WHERE c.tenant_id = @tenant_id AND c.id = @customer_id) AS merged_into,
        (SELECT rs.last_run_time FROM recommendation_schedule rs WHERE rs.tenant_id = @tenant_id) AS refresh_time;
