@@ -135,7 +135,7 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		return store.Delivery{}, err
 	}
 	if contact.MergedInto != uuid.Nil {
-		return store.Delivery{}, errCustomerMerged
+		return store.Delivery{}, &customerMergedError{id: r.customerID, into: contact.MergedInto}
 	}
 	key, err := s.sealer.CustomerKey(ctx, tx, w.tenant, r.customerID)
 	if errors.Is(err, pii.ErrKeyDestroyed) {

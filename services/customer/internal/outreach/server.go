@@ -50,6 +50,15 @@ var (
 	errCustomerMerged   = errors.New("customer merged into another")
 )
 
+// customerMergedError refuses an outreach to a customer merged into
+// another: nothing new happens to a merged customer, and the caller holding
+// its id learns the current one (lifecycle.MergedError). It is
+// errCustomerMerged to errors.Is.
+type customerMergedError struct{ id, into uuid.UUID }
+
+func (e *customerMergedError) Error() string        { return errCustomerMerged.Error() }
+func (e *customerMergedError) Is(target error) bool { return target == errCustomerMerged }
+
 // Server implements customerv1.OutreachServiceServer and runs the delivery
 // worker. Every query is scoped by the caller's tenant (the worker's by the
 // claimed delivery's), so another tenant's objects are NOT_FOUND.
@@ -410,7 +419,10 @@ func decodeToken(s, filter string) ([]byte, error) { return grpcx.DecodePageToke
 // toStatus maps the domain's errors to statuses, once. Other errors pass
 // on to grpcx's mapping (database kinds, or INTERNAL).
 func toStatus(err error) error {
-	var fe *FieldError
+	var (
+		fe *FieldError
+		me *customerMergedError
+	)
 	switch {
 	case errors.As(err, &fe):
 		return grpcx.InvalidArgument(grpcx.FieldViolation{Field: fe.Field, Description: fe.Reason})
@@ -437,9 +449,8 @@ func toStatus(err error) error {
 	case errors.Is(err, errRequestIDReused):
 		return grpcx.InvalidArgumentReason(idem.ReasonKeyReused, grpcx.FieldViolation{Field: "request_id",
 			Description: "was used for another outreach (customer, template or purpose)"})
-	case errors.Is(err, errCustomerMerged):
-		return grpcx.FailedPrecondition(ErrorReasonCustomerMerged,
-			"the customer was merged into another; send to the customer it was merged into")
+	case errors.As(err, &me):
+		return lifecycle.MergedError(me.id, me.into)
 	case errors.Is(err, errRequestIDRace):
 		return status.Error(codes.Aborted, "the request id is being used by a concurrent call; retry")
 	}
