@@ -14,6 +14,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/outbox"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 )
@@ -51,6 +52,14 @@ func (s *Server) erase(ctx context.Context, tx pgx.Tx, tenant, id uuid.UUID, req
 		err := audit.Record(ctx, tx, audit.Entry{Action: audit.Erase, CustomerIDs: []uuid.UUID{id},
 			Fields: []string{}, IdempotencyKey: requestID})
 		return st.EraseTime, err
+	}
+	if st.MergedInto != uuid.Nil {
+		// A merged customer is the same person as the one it was merged
+		// into, which holds its data now: erasing the old id alone would
+		// leave that person's data in place while answering as if they
+		// were forgotten. Refused, naming the customer to erase (which
+		// takes this one with it).
+		return time.Time{}, lifecycle.MergedError(id, st.MergedInto)
 	}
 	now := s.clock()
 	// A customer merged into this one is the same person, and its row

@@ -94,6 +94,9 @@ func (s *Store) ListAudit(ctx context.Context, db DB, tenantID, customer, before
 type EraseState struct {
 	Version   int64
 	EraseTime time.Time // zero: not erased
+	// MergedInto is the customer this one was merged into; uuid.Nil if
+	// none. Set by LockForErase only.
+	MergedInto uuid.UUID
 }
 
 // LockForErase locks the customer row; ErrNotFound when the tenant has no
@@ -103,7 +106,7 @@ func (s *Store) LockForErase(ctx context.Context, db DB, tenantID, id uuid.UUID)
 	if err != nil {
 		return EraseState{}, interpret("lock customer", err)
 	}
-	st := EraseState{Version: r.Version}
+	st := EraseState{Version: r.Version, MergedInto: r.MergedInto.UUID}
 	if r.EraseTime.Valid {
 		st.EraseTime = r.EraseTime.Time.UTC()
 	}

@@ -104,7 +104,7 @@ func (q *Queries) CustomerKeyDelete(ctx context.Context, db DBTX, arg CustomerKe
 }
 
 const customerLockForErase = `-- name: CustomerLockForErase :one
-SELECT id, version, erase_time FROM customers
+SELECT id, version, erase_time, merged_into FROM customers
 WHERE tenant_id = $1 AND id = $2
 FOR UPDATE
 `
@@ -115,17 +115,25 @@ type CustomerLockForEraseParams struct {
 }
 
 type CustomerLockForEraseRow struct {
-	ID        uuid.UUID
-	Version   int64
-	EraseTime pgtype.Timestamptz
+	ID         uuid.UUID
+	Version    int64
+	EraseTime  pgtype.Timestamptz
+	MergedInto uuid.NullUUID
 }
 
 // The customer's row lock: an erasure waits for writers of the profile and
-// they wait for it, so nothing is written back after the shredding.
+// they wait for it, so nothing is written back after the shredding. It
+// returns merged_into too: a merged customer is erased with the one it was
+// merged into, never alone.
 func (q *Queries) CustomerLockForErase(ctx context.Context, db DBTX, arg CustomerLockForEraseParams) (CustomerLockForEraseRow, error) {
 	row := db.QueryRow(ctx, customerLockForErase, arg.TenantID, arg.ID)
 	var i CustomerLockForEraseRow
-	err := row.Scan(&i.ID, &i.Version, &i.EraseTime)
+	err := row.Scan(
+		&i.ID,
+		&i.Version,
+		&i.EraseTime,
+		&i.MergedInto,
+	)
 	return i, err
 }
 

@@ -1,7 +1,9 @@
 -- name: CustomerLockForErase :one
 -- The customer's row lock: an erasure waits for writers of the profile and
--- they wait for it, so nothing is written back after the shredding.
-SELECT id, version, erase_time FROM customers
+-- they wait for it, so nothing is written back after the shredding. It
+-- returns merged_into too: a merged customer is erased with the one it was
+-- merged into, never alone.
+SELECT id, version, erase_time, merged_into FROM customers
 WHERE tenant_id = @tenant_id AND id = @id
 FOR UPDATE;
 
