@@ -7,6 +7,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
@@ -48,4 +49,58 @@ func TestMergedCustomer(t *testing.T) {
 	// The primary is unaffected.
 	b.grant(t, primary, sms, service)
 	require.True(t, b.check(t, primary, sms, service).GetAllowed())
+}
+
+// TestMergedCustomerOtherChanges: the rest of the consent API's changes
+// about a merged customer (confirming a double opt-in sent before the
+// merge, contact preferences, a touch that happened) are refused the same
+// way, naming the customer to use, and write nothing.
+func TestMergedCustomerOtherChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	primary, source := b.customer(t, b.tenant, "Europe/Berlin"), b.customer(t, b.tenant, "Europe/Berlin")
+	pending := b.set(t, source, email, marketing, stateGranted, basisConsent) // a double opt-in, not yet confirmed
+	require.NotEmpty(t, pending.GetConfirmationToken())
+	_, err := b.pool.Exec(t.Context(), `UPDATE customers SET merged_into = $2, merge_time = now()
+		WHERE tenant_id = $1 AND id = $3`, b.tenant, primary, source)
+	require.NoError(t, err)
+	written := func() int {
+		return b.count(t, `SELECT count(*) FROM consent_events WHERE tenant_id = $1`, b.tenant) +
+			b.count(t, `SELECT count(*) FROM contact_touches WHERE tenant_id = $1`, b.tenant) +
+			b.count(t, `SELECT count(*) FROM contact_settings WHERE tenant_id = $1 AND preferences_update_time IS NOT NULL`, b.tenant) +
+			b.count(t, `SELECT count(*) FROM outbox WHERE tenant_id = $1`, b.tenant)
+	}
+	before := written()
+
+	requireMerged := func(t *testing.T, err error) {
+		t.Helper()
+		requireCode(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
+		var info *errdetails.ErrorInfo
+		for _, d := range status.Convert(err).Details() {
+			if ei, ok := d.(*errdetails.ErrorInfo); ok {
+				info = ei
+			}
+		}
+		require.NotNil(t, info)
+		require.Equal(t, primary, info.GetMetadata()["merged_into"])
+	}
+	_, err = b.client.ConfirmConsent(b.as(t, "service"), &customerv1.ConfirmConsentRequest{Token: pending.GetConfirmationToken()})
+	requireMerged(t, err)
+	_, err = b.client.UpdateContactPreferences(b.as(t, "agent"), &customerv1.UpdateContactPreferencesRequest{
+		ContactPreferences: &customerv1.ContactPreferences{CustomerId: source,
+			QuietHours: &customerv1.QuietHours{StartTime: "22:00", EndTime: "07:00"}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours"}},
+	})
+	requireMerged(t, err)
+	_, err = b.client.RecordContact(b.as(t, "service"), &customerv1.RecordContactRequest{
+		CustomerId: source, Channel: sms, Purpose: service, SourceService: "ticket", Reference: "t-1",
+	})
+	requireMerged(t, err)
+	require.Equal(t, before, written(), "nothing recorded for the merged customer")
+
+	// Its history stays readable under the old id.
+	_, err = b.client.ListConsentEvents(b.as(t, "agent"), &customerv1.ListConsentEventsRequest{CustomerId: source})
+	require.NoError(t, err)
+	_, err = b.client.GetContactPreferences(b.as(t, "agent"), &customerv1.GetContactPreferencesRequest{CustomerId: source})
+	require.NoError(t, err)
 }
