@@ -17,6 +17,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/outbox"
+	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase/store"
 )
 
@@ -62,13 +63,20 @@ func (a *segmentAPI) GetCustomerSegment(ctx context.Context, req *customerv1.Get
 	now := a.s.now().UTC()
 	m, err := a.s.store.Membership(ctx, a.s.pool, tenant, customerID)
 	if errors.Is(err, store.ErrNotFound) {
-		// No segment: the customer has no purchase, or is not the tenant's.
-		ok, err := a.s.store.CustomerExists(ctx, a.s.pool, tenant, customerID)
+		// No segment: the customer has no purchase, is not the tenant's, or
+		// was merged into another. A merge drops the sources' segments and
+		// moves their purchases: the customer's standing is the primary's
+		// now, and "no segment" under the old id would read as a customer
+		// who never bought. Refused, naming the customer to ask about.
+		ok, mergedInto, err := a.s.store.CustomerMergedInto(ctx, a.s.pool, tenant, customerID)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
 			return nil, toStatus(errCustomerNotFound)
+		}
+		if mergedInto != uuid.Nil {
+			return nil, lifecycle.MergedError(customerID, mergedInto)
 		}
 		return &customerv1.CustomerSegment{CustomerId: customerID.String()}, nil
 	}

@@ -470,6 +470,19 @@ func (s *Store) CustomerExists(ctx context.Context, db DB, tenantID, customerID 
 	return ok, nil
 }
 
+// CustomerMergedInto reports whether the customer exists in the tenant and
+// the customer it was merged into (uuid.Nil if none).
+func (s *Store) CustomerMergedInto(ctx context.Context, db DB, tenantID, customerID uuid.UUID) (exists bool, mergedInto uuid.UUID, err error) {
+	into, err := s.q.SegmentCustomerMergedInto(ctx, db, dbgen.SegmentCustomerMergedIntoParams{TenantID: tenantID, CustomerID: customerID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, uuid.Nil, nil
+	}
+	if err != nil {
+		return false, uuid.Nil, interpret("look up customer", err)
+	}
+	return true, into.UUID, nil
+}
+
 // Postpone makes the tenant's next scheduled recompute due no earlier than
 // next.
 func (s *Store) Postpone(ctx context.Context, db DB, tenantID uuid.UUID, next time.Time) error {

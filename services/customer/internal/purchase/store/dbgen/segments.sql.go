@@ -45,6 +45,26 @@ func (q *Queries) SegmentCounts(ctx context.Context, db DBTX, tenantID uuid.UUID
 	return items, nil
 }
 
+const segmentCustomerMergedInto = `-- name: SegmentCustomerMergedInto :one
+SELECT c.merged_into FROM customers c WHERE c.tenant_id = $1 AND c.id = $2
+`
+
+type SegmentCustomerMergedIntoParams struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+// SegmentCustomerMergedInto tells GetCustomerSegment's "no segment" apart:
+// no row, the tenant has no such customer; merged_into set, the customer
+// was merged into another (whose segment now counts its purchases);
+// otherwise a customer without purchases.
+func (q *Queries) SegmentCustomerMergedInto(ctx context.Context, db DBTX, arg SegmentCustomerMergedIntoParams) (uuid.NullUUID, error) {
+	row := db.QueryRow(ctx, segmentCustomerMergedInto, arg.TenantID, arg.CustomerID)
+	var merged_into uuid.NullUUID
+	err := row.Scan(&merged_into)
+	return merged_into, err
+}
+
 const segmentGet = `-- name: SegmentGet :one
 SELECT tenant_id, customer_id, segment, previous_segment, recency_score, frequency_score, monetary_score, last_purchase_time, frequency, monetary_minor, monetary_currency, basis, segment_version, segment_changed, segment_change_time, update_time FROM customer_segments WHERE tenant_id = $1 AND customer_id = $2
 `

@@ -184,3 +184,10 @@ ON CONFLICT (tenant_id) DO UPDATE SET
     version            = s.version + 1,
     update_time        = excluded.update_time
 RETURNING *;
+
+-- SegmentCustomerMergedInto tells GetCustomerSegment's "no segment" apart:
+-- no row, the tenant has no such customer; merged_into set, the customer
+-- was merged into another (whose segment now counts its purchases);
+-- otherwise a customer without purchases.
+-- name: SegmentCustomerMergedInto :one
+SELECT c.merged_into FROM customers c WHERE c.tenant_id = @tenant_id AND c.id = @customer_id;
