@@ -1,5 +1,8 @@
 -- +goose Up
 
+-- Two changes: outreach deferrals, and the care scheduler's record of
+-- holiday dates it has finished (at the end).
+
 -- Outreach refusals that only mean "not now" wait instead of ending the
 -- delivery (package internal/outreach, worker.go): a delivery the governor
 -- refused for QUIET_HOURS, or for FREQUENCY_CAP when the cap frees within
@@ -29,7 +32,28 @@ DROP INDEX outreach_deliveries_due;
 -- oldest due first.
 CREATE INDEX outreach_deliveries_due ON outreach_deliveries (status, next_attempt_time) WHERE status IN ('queued', 'deferred');
 
+-- The care scheduler (package internal/care, schedule.go): a holiday date
+-- whose occasions are all recorded. A holiday inside the round's window
+-- makes the round check every customer of the tenant; once its date has
+-- passed in every time zone the scheduler knows, each customer's occasion
+-- was due and the round that saw it so recorded it (or it fell out of the
+-- catch-up window, for good), and no customer created since can have it
+-- (its local creation date is later). The round that finds the date over
+-- inserts this row, in its transaction, after its holiday statement; later
+-- rounds leave the date out. Rows older than any window are pruned by the
+-- rounds; deleting the holiday deletes its rows.
+CREATE TABLE care_holiday_dates_done (
+    tenant_id    uuid NOT NULL,
+    holiday_id   uuid NOT NULL,
+    holiday_date date NOT NULL,
+    done_time    timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, holiday_id, holiday_date),
+    CONSTRAINT care_holiday_dates_done_holiday_fk FOREIGN KEY (tenant_id, holiday_id)
+        REFERENCES care_holidays (tenant_id, id) ON DELETE CASCADE
+);
+
 -- +goose Down
+DROP TABLE care_holiday_dates_done;
 -- A deferred delivery cannot exist before this migration: it becomes the
 -- REFUSED delivery it would have been (content dropped, as refused ones
 -- hold none).

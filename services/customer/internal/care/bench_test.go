@@ -21,7 +21,10 @@ import (
 //   - First: the round that records the day's occasions (every customer's
 //     holiday, about 1/73 of the birthdays...) and their events;
 //   - Steady: a later round of the same day, which finds them recorded
-//     (what most rounds are).
+//     (what most rounds are);
+//   - DayAfter: a round once the holiday's date has passed in every zone,
+//     the holiday still inside the catch-up window (the next day's
+//     birthdays are recorded by a round before the timing starts).
 func BenchmarkRound(b *testing.B) {
 	n := 20_000
 	if v := os.Getenv("RAPPORT_BENCH_CARE_CUSTOMERS"); v != "" {
@@ -80,6 +83,16 @@ func BenchmarkRound(b *testing.B) {
 		for b.Loop() {
 			at = at.Add(time.Second)
 			bb.clock.Set(at)
+			bb.runDue(b)
+		}
+	})
+	b.Run("DayAfter", func(b *testing.B) {
+		after := day.Add(40 * time.Hour) // June 11, 16:00 UTC: June 10 is over in every zone
+		bb.clock.Set(after)
+		bb.runDue(b)
+		for b.Loop() {
+			after = after.Add(time.Second)
+			bb.clock.Set(after)
 			bb.runDue(b)
 		}
 	})

@@ -14,7 +14,12 @@
 //     per tenant (FOR UPDATE SKIP LOCKED), so replicas share the work
 //     instead of repeating it.
 //   - Occasions are computed set-based: one INSERT ... SELECT per kind and
-//     tenant (store.InsertDue), never a loop over customers.
+//     tenant (store.InsertDue), never a loop over customers. A holiday
+//     reads every customer of the tenant, so the round that finds its date
+//     over in every zone (after recording its occasions) records the date
+//     as done (care_holiday_dates_done) and later rounds skip it: a holiday
+//     costs a full scan per round only while it is still falling due
+//     somewhere, not for the rest of the catch-up window.
 //   - Dates are the customer's: an occasion is due at the tenant's due hour
 //     of its date in the customer's zone (the tenant's default zone when
 //     the customer's is empty or unknown, UTC when that is too). A Feb 29

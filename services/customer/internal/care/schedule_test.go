@@ -407,3 +407,79 @@ func TestRun(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Len(t, b.dueEvents(t, b.tenant), 1)
 }
+
+// TestHolidayDateDone: once a holiday's date has passed in every zone, the
+// round records it as done (after recording its occasions) and later rounds
+// no longer read the tenant's customers for it; until then they do. A
+// scheduler that was down over the whole day still catches every occasion
+// up, in the round that marks the date done, also with two rounds racing.
+func TestHolidayDateDone(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.settings(t, &customerv1.CareSettings{DueHour: 9, DefaultTimeZone: "UTC"}, "due_hour", "default_time_zone")
+	summer, err := b.client.CreateHoliday(b.as(), &customerv1.CreateHolidayRequest{
+		Holiday: &customerv1.Holiday{Name: "Summer", Date: "2026-06-10"}})
+	require.NoError(t, err)
+	east := b.newCustomer(t, customerOpts{zone: "Pacific/Kiritimati"}) // UTC+14
+	west := b.newCustomer(t, customerOpts{zone: "Etc/GMT+12"})         // UTC-12
+	done := func() int {
+		return b.count(t, `SELECT count(*) FROM care_holiday_dates_done WHERE tenant_id = $1 AND holiday_id = $2`,
+			b.tenant, summer.GetId())
+	}
+	key := "holiday:" + summer.GetId() + ":2026-06-10"
+
+	// 09:00 on June 10 at UTC+14 is June 9, 19:00 UTC.
+	b.at(t, utc("2026-06-09T19:00:00Z"))
+	require.Contains(t, occasionDates(t, b, east), key)
+	require.Empty(t, occasionDates(t, b, west))
+	// 09:00 at UTC-12 is June 10, 21:00 UTC; June 10 ends there on June 11,
+	// 12:00 UTC. A customer created (back-dated) before then is still seen.
+	b.at(t, utc("2026-06-10T21:00:00Z"))
+	require.Contains(t, occasionDates(t, b, west), key)
+	late := b.newCustomer(t, customerOpts{zone: "Etc/GMT+12"})
+	b.at(t, utc("2026-06-11T11:59:59Z"))
+	require.Zero(t, done(), "June 10 is not over at UTC-12")
+	require.Contains(t, occasionDates(t, b, late), key)
+
+	b.at(t, utc("2026-06-11T12:00:00Z"))
+	require.Equal(t, 1, done())
+	// From now on the date is skipped: even a customer that would qualify
+	// (only a back-dated insert can) is no longer read for it.
+	skipped := b.newCustomer(t, customerOpts{zone: "Etc/GMT+12"})
+	b.at(t, utc("2026-06-11T13:00:00Z"))
+	require.Empty(t, occasionDates(t, b, skipped))
+	require.Len(t, b.dueEvents(t, b.tenant), 3)
+
+	// Out of every window, the row is forgotten.
+	b.at(t, utc("2026-06-20T00:00:00Z"))
+	require.Zero(t, done())
+
+	// Down over a whole holiday: the first round after it, racing another,
+	// records every customer's occasion (once) and marks the date done.
+	_, err = b.client.CreateHoliday(b.as(), &customerv1.CreateHolidayRequest{
+		Holiday: &customerv1.Holiday{Name: "Later", Date: "2026-06-22"}})
+	require.NoError(t, err)
+	now := utc("2026-06-24T00:00:00Z") // 48 h after the day began at UTC+14: inside the 72 h catch-up
+	replicas := []*care.Server{b.newServer(), b.newServer()}
+	got := make([]int, len(replicas))
+	var wg sync.WaitGroup
+	for i, r := range replicas {
+		wg.Go(func() {
+			tx, err := b.pool.Begin(context.Background())
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(context.Background()) }()
+			got[i], err = r.Round(context.Background(), tx, b.tenant, now)
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit(context.Background()))
+		})
+	}
+	wg.Wait()
+	require.Equal(t, 4, got[0]+got[1], "every customer's occasion, once")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM care_holiday_dates_done WHERE tenant_id = $1 AND holiday_date = '2026-06-22'`, b.tenant))
+	require.Len(t, b.dueEvents(t, b.tenant), 3+4)
+
+	// Deleting the holiday deletes its record.
+	_, err = b.pool.Exec(context.Background(), `DELETE FROM care_holidays WHERE tenant_id = $1`, b.tenant)
+	require.NoError(t, err)
+	require.Zero(t, b.count(t, `SELECT count(*) FROM care_holiday_dates_done WHERE tenant_id = $1`, b.tenant))
+}

@@ -336,6 +336,13 @@ func (s *Store) InsertDue(ctx context.Context, tx pgx.Tx, kind string, p DuePara
 			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, FirstDay: p.FirstDay, LastDay: p.LastDay,
 			DefaultZone: p.DefaultZone, DueHour: p.DueHour, Zones: p.Zones,
 		})
+		if err == nil {
+			// After the holiday statement, so a date is marked done only
+			// once a round has recorded its occasions.
+			err = s.q.CareHolidayDatesMarkDone(ctx, tx, dbgen.CareHolidayDatesMarkDoneParams{
+				TenantID: p.TenantID, Now: p.Now, FirstDay: p.FirstDay, LastDay: p.LastDay, Zones: p.Zones,
+			})
+		}
 	case KindPurchaseFollowUp:
 		rows, err = s.q.CareOccasionsInsertPurchaseFollowUps(ctx, tx, dbgen.CareOccasionsInsertPurchaseFollowUpsParams{
 			TenantID: p.TenantID, Now: p.Now, WindowStart: p.WindowStart, FirstDay: p.FirstDay, LastDay: p.LastDay,

@@ -28,6 +28,67 @@ func (q *Queries) CareCustomerExists(ctx context.Context, db DBTX, arg CareCusto
 	return customer_exists, err
 }
 
+const careHolidayDatesMarkDone = `-- name: CareHolidayDatesMarkDone :exec
+WITH args AS (
+    SELECT $2::uuid AS tenant_id, $3::timestamptz AS now,
+           $4::date AS first_day, $5::date AS last_day
+),
+pruned AS (
+    DELETE FROM care_holiday_dates_done d
+    USING args
+    WHERE d.tenant_id = args.tenant_id AND d.holiday_date < args.first_day
+),
+in_window AS (
+    SELECT h.id AS holiday_id, h.holiday_date AS holiday_date
+    FROM args JOIN care_holidays h ON h.tenant_id = args.tenant_id
+    WHERE h.holiday_date BETWEEN args.first_day AND args.last_day
+    UNION ALL
+    SELECT r.id, r.on_date
+    FROM (SELECT h.id, make_date(y, h.month, h.day) AS on_date, args.first_day, args.last_day
+          FROM args
+          JOIN care_holidays h ON h.tenant_id = args.tenant_id AND h.month IS NOT NULL
+          CROSS JOIN generate_series(extract(year FROM args.first_day)::int, extract(year FROM args.last_day)::int) AS y
+         ) AS r
+    WHERE r.on_date BETWEEN r.first_day AND r.last_day
+)
+INSERT INTO care_holiday_dates_done (tenant_id, holiday_id, holiday_date, done_time)
+SELECT args.tenant_id, w.holiday_id, w.holiday_date, args.now
+FROM args, in_window w
+WHERE (SELECT max(timezone(z.name, (w.holiday_date + 1)::timestamp)) FROM unnest($1::text[]) AS z(name)) <= args.now
+ORDER BY w.holiday_id, w.holiday_date
+ON CONFLICT (tenant_id, holiday_id, holiday_date) DO NOTHING
+`
+
+type CareHolidayDatesMarkDoneParams struct {
+	Zones    []string
+	TenantID uuid.UUID
+	Now      time.Time
+	FirstDay time.Time
+	LastDay  time.Time
+}
+
+// CareHolidayDatesMarkDone runs after CareOccasionsInsertHolidays, in its
+// transaction and with its parameters. It records the tenant's holiday
+// dates of the window that are over in every zone of @zones (the next
+// local day has begun everywhere: max over the zones of the instant it
+// begins, <= now). By then every customer's occasion of that date was due
+// at or before now, so the holiday statement just recorded it unless it was
+// recorded before or is older than the catch-up window (and so never
+// recordable again); a customer created from now on has a later local
+// creation date in any zone, so it never has one. Later rounds skip the
+// date. Dates before first_day, which no window reaches again, are
+// forgotten. Racing rounds insert the same row once.
+func (q *Queries) CareHolidayDatesMarkDone(ctx context.Context, db DBTX, arg CareHolidayDatesMarkDoneParams) error {
+	_, err := db.Exec(ctx, careHolidayDatesMarkDone,
+		arg.Zones,
+		arg.TenantID,
+		arg.Now,
+		arg.FirstDay,
+		arg.LastDay,
+	)
+	return err
+}
+
 const careOccasionsByCustomer = `-- name: CareOccasionsByCustomer :many
 SELECT tenant_id, id, customer_id, kind, occasion_key, occasion_date, due_time, time_zone, reference_id, create_time FROM care_occasions
 WHERE tenant_id = $1 AND customer_id = $2
@@ -399,7 +460,7 @@ WITH args AS (
            $7::int AS due_hour
 ),
 zones AS (SELECT unnest($8::text[]) AS name),
-holidays AS (
+in_window AS (
     SELECT h.id AS holiday_id, h.holiday_date AS holiday_date
     FROM args JOIN care_holidays h ON h.tenant_id = $1
     WHERE h.holiday_date BETWEEN args.first_day AND args.last_day
@@ -411,6 +472,11 @@ holidays AS (
           CROSS JOIN generate_series(extract(year FROM args.first_day)::int, extract(year FROM args.last_day)::int) AS y
          ) AS r
     WHERE r.on_date BETWEEN r.first_day AND r.last_day
+),
+holidays AS (
+    SELECT w.holiday_id, w.holiday_date FROM in_window w
+    WHERE NOT EXISTS (SELECT 1 FROM care_holiday_dates_done d
+                      WHERE d.tenant_id = $1 AND d.holiday_id = w.holiday_id AND d.holiday_date = w.holiday_date)
 ),
 candidates AS (
     SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
@@ -454,7 +520,9 @@ type CareOccasionsInsertHolidaysParams struct {
 // day of the window (a dated one, or a recurring one in the years of the
 // window), for every customer of the tenant, per customer: the greeting of
 // each customer is its own occasion, due at the due hour of that date in
-// the zone of the customer.
+// the zone of the customer. A holiday date recorded as done
+// (care_holiday_dates_done, CareHolidayDatesMarkDone) is left out: without
+// one, the statement reads no customer at all.
 func (q *Queries) CareOccasionsInsertHolidays(ctx context.Context, db DBTX, arg CareOccasionsInsertHolidaysParams) ([]CareOccasion, error) {
 	rows, err := db.Query(ctx, careOccasionsInsertHolidays,
 		arg.TenantID,

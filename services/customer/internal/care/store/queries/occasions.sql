@@ -143,7 +143,9 @@ RETURNING tenant_id, id, customer_id, kind, occasion_key, occasion_date, due_tim
 -- day of the window (a dated one, or a recurring one in the years of the
 -- window), for every customer of the tenant, per customer: the greeting of
 -- each customer is its own occasion, due at the due hour of that date in
--- the zone of the customer.
+-- the zone of the customer. A holiday date recorded as done
+-- (care_holiday_dates_done, CareHolidayDatesMarkDone) is left out: without
+-- one, the statement reads no customer at all.
 -- name: CareOccasionsInsertHolidays :many
 WITH args AS (
     SELECT @tenant_id::uuid AS tenant_id, @now::timestamptz AS now, @window_start::timestamptz AS window_start,
@@ -151,7 +153,7 @@ WITH args AS (
            @due_hour::int AS due_hour
 ),
 zones AS (SELECT unnest(@zones::text[]) AS name),
-holidays AS (
+in_window AS (
     SELECT h.id AS holiday_id, h.holiday_date AS holiday_date
     FROM args JOIN care_holidays h ON h.tenant_id = @tenant_id
     WHERE h.holiday_date BETWEEN args.first_day AND args.last_day
@@ -163,6 +165,11 @@ holidays AS (
           CROSS JOIN generate_series(extract(year FROM args.first_day)::int, extract(year FROM args.last_day)::int) AS y
          ) AS r
     WHERE r.on_date BETWEEN r.first_day AND r.last_day
+),
+holidays AS (
+    SELECT w.holiday_id, w.holiday_date FROM in_window w
+    WHERE NOT EXISTS (SELECT 1 FROM care_holiday_dates_done d
+                      WHERE d.tenant_id = @tenant_id AND d.holiday_id = w.holiday_id AND d.holiday_date = w.holiday_date)
 ),
 candidates AS (
     SELECT c.id AS customer_id, c.create_time, coalesce(z.name, args.default_zone) AS zone
@@ -303,3 +310,44 @@ LIMIT @row_limit;
 
 -- name: CareCustomerExists :one
 SELECT EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = @tenant_id AND c.id = @customer_id) AS customer_exists;
+
+-- CareHolidayDatesMarkDone runs after CareOccasionsInsertHolidays, in its
+-- transaction and with its parameters. It records the tenant's holiday
+-- dates of the window that are over in every zone of @zones (the next
+-- local day has begun everywhere: max over the zones of the instant it
+-- begins, <= now). By then every customer's occasion of that date was due
+-- at or before now, so the holiday statement just recorded it unless it was
+-- recorded before or is older than the catch-up window (and so never
+-- recordable again); a customer created from now on has a later local
+-- creation date in any zone, so it never has one. Later rounds skip the
+-- date. Dates before first_day, which no window reaches again, are
+-- forgotten. Racing rounds insert the same row once.
+-- name: CareHolidayDatesMarkDone :exec
+WITH args AS (
+    SELECT @tenant_id::uuid AS tenant_id, @now::timestamptz AS now,
+           @first_day::date AS first_day, @last_day::date AS last_day
+),
+pruned AS (
+    DELETE FROM care_holiday_dates_done d
+    USING args
+    WHERE d.tenant_id = args.tenant_id AND d.holiday_date < args.first_day
+),
+in_window AS (
+    SELECT h.id AS holiday_id, h.holiday_date AS holiday_date
+    FROM args JOIN care_holidays h ON h.tenant_id = args.tenant_id
+    WHERE h.holiday_date BETWEEN args.first_day AND args.last_day
+    UNION ALL
+    SELECT r.id, r.on_date
+    FROM (SELECT h.id, make_date(y, h.month, h.day) AS on_date, args.first_day, args.last_day
+          FROM args
+          JOIN care_holidays h ON h.tenant_id = args.tenant_id AND h.month IS NOT NULL
+          CROSS JOIN generate_series(extract(year FROM args.first_day)::int, extract(year FROM args.last_day)::int) AS y
+         ) AS r
+    WHERE r.on_date BETWEEN r.first_day AND r.last_day
+)
+INSERT INTO care_holiday_dates_done (tenant_id, holiday_id, holiday_date, done_time)
+SELECT args.tenant_id, w.holiday_id, w.holiday_date, args.now
+FROM args, in_window w
+WHERE (SELECT max(timezone(z.name, (w.holiday_date + 1)::timestamp)) FROM unnest(@zones::text[]) AS z(name)) <= args.now
+ORDER BY w.holiday_id, w.holiday_date
+ON CONFLICT (tenant_id, holiday_id, holiday_date) DO NOTHING;
