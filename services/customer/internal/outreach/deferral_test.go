@@ -260,3 +260,36 @@ func TestCareGreetingInQuietHours(t *testing.T) {
 	require.Len(t, w.smtp.received(), 1)
 	require.Len(t, w.deliveriesOf(t, w.tenant, ada), 1)
 }
+
+// TestDeferredAgain: quiet hours lengthened while a delivery waits make the
+// re-check defer it again, to their new end, where it goes out.
+func TestDeferredAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createTemplate(t, emailTemplate("birthday"))
+	cust := b.newCustomer(t, b.tenant, person{email: "ann@example.org", locale: "en"})
+	b.grant(t, cust, email, care)
+	b.quietUntilNoon(t, b.tenant, cust)
+	d := b.send(t, careEmail(cust))
+	require.Equal(t, deferred, d.GetStatus())
+
+	_, err := b.consents.UpdateContactPreferences(b.ctx(), &customerv1.UpdateContactPreferencesRequest{
+		ContactPreferences: &customerv1.ContactPreferences{CustomerId: cust.String(),
+			QuietHours: &customerv1.QuietHours{StartTime: "09:00", EndTime: "15:00"}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours"}}})
+	require.NoError(t, err)
+	b.clock.Set(noon)
+	require.Zero(t, b.deliverDue(t))
+	got := b.delivery(t, d)
+	require.Equal(t, deferred, got.GetStatus())
+	three := noon.Add(3 * time.Hour)
+	require.Equal(t, three, got.GetNextAllowedTime().AsTime())
+	require.Equal(t, three, got.GetNextAttemptTime().AsTime())
+	require.Zero(t, b.touches(t, cust))
+
+	b.clock.Set(three)
+	require.Equal(t, 1, b.deliverDue(t))
+	require.Len(t, b.smtp.received(), 1)
+	require.Equal(t, 1, b.touches(t, cust))
+	require.Empty(t, failedEvents(t, b))
+}

@@ -45,9 +45,18 @@ func (s *Server) Run(ctx context.Context) error {
 // many it attempted to send. Tests call it directly, with the clock where
 // they want it.
 func (s *Server) DeliverDue(ctx context.Context) (int, error) {
-	if err := s.recheckDeferred(ctx); err != nil {
-		return 0, err
+	// A re-check that fails is reported with the round's outcome, but does
+	// not hold back the queued deliveries.
+	recheckErr := s.recheckDeferred(ctx)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
 	}
+	total, err := s.sendDue(ctx)
+	return total, errors.Join(recheckErr, err)
+}
+
+// sendDue claims and sends the queued deliveries due now, batch by batch.
+func (s *Server) sendDue(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		now := s.clock()
@@ -83,12 +92,18 @@ func (s *Server) DeliverDue(ctx context.Context) (int, error) {
 //     time): it stays DEFERRED until the new next allowed time.
 //   - refused otherwise (consent withdrawn or pending, the bound passed,
 //     the customer gone): REFUSED, content dropped, and OutreachFailed.
+//
+// A re-check that fails rolls back and is put off by BackoffBase, so the
+// deliveries due after it still get theirs; the errors are returned.
 func (s *Server) recheckDeferred(ctx context.Context) error {
+	var errs []error
 	for ctx.Err() == nil {
 		now := s.clock()
+		var d store.Delivery
 		found := false
 		err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-			d, err := s.store.LockDueDeferred(ctx, tx, now)
+			var err error
+			d, err = s.store.LockDueDeferred(ctx, tx, now)
 			if errors.Is(err, store.ErrNotFound) {
 				return nil
 			}
@@ -96,41 +111,54 @@ func (s *Server) recheckDeferred(ctx context.Context) error {
 				return err
 			}
 			found = true
-			dec, _, err := s.governor.Reserve(ctx, tx, d.TenantID, WorkerActor, consent.Touch{
-				CustomerID: d.CustomerID, Channel: consent.Channel(d.Channel), Purpose: consent.Purpose(d.Purpose),
-				SourceService: SourceService, Reference: d.ID.String(),
-			})
-			if err != nil {
-				return fmt.Errorf("reserve contact for delivery %s: %w", d.ID, err)
-			}
-			switch {
-			case dec.Allowed:
-				_, err = s.store.ReleaseDeferred(ctx, tx, d, now)
-				return err
-			case s.deferrable(dec, d.CreateTime):
-				// The governor's next allowed time lies ahead of a refusal;
-				// never re-check sooner than a second from now regardless.
-				next := dec.NextAllowed.UTC().Truncate(time.Microsecond)
-				if !next.After(now) {
-					next = now.Add(time.Second)
-				}
-				_, err = s.store.DeferAgain(ctx, tx, d, string(dec.Reason), next, now)
-				return err
-			}
-			refused, err := s.store.RefuseDeferred(ctx, tx, d, refusedPrefix+string(dec.Reason), string(dec.Reason), dec.NextAllowed, now)
-			if err != nil {
-				return err
-			}
-			if err := outbox.Write(ctx, tx, failedEvent(refused, now)); err != nil {
-				return fmt.Errorf("write outreach event: %w", err)
-			}
-			return nil
+			return s.recheck(ctx, tx, d, now)
 		})
-		if err != nil || !found {
-			return err
+		switch {
+		case err != nil && found && ctx.Err() == nil:
+			errs = append(errs, fmt.Errorf("re-check delivery %s: %w", d.ID, err))
+			if _, perr := s.store.DeferAgain(ctx, s.pool, d, d.RefusalReason, now.Add(s.cfg.BackoffBase), now); perr != nil && !errors.Is(perr, store.ErrNotFound) {
+				return errors.Join(append(errs, perr)...)
+			}
+		case err != nil:
+			return errors.Join(append(errs, err)...)
+		case !found:
+			return errors.Join(errs...)
 		}
 	}
-	return ctx.Err()
+	return errors.Join(append(errs, ctx.Err())...)
+}
+
+// recheck is one deferred delivery's re-check, in tx (recheckDeferred).
+func (s *Server) recheck(ctx context.Context, tx pgx.Tx, d store.Delivery, now time.Time) error {
+	dec, _, err := s.governor.Reserve(ctx, tx, d.TenantID, WorkerActor, consent.Touch{
+		CustomerID: d.CustomerID, Channel: consent.Channel(d.Channel), Purpose: consent.Purpose(d.Purpose),
+		SourceService: SourceService, Reference: d.ID.String(),
+	})
+	if err != nil {
+		return fmt.Errorf("reserve contact for delivery %s: %w", d.ID, err)
+	}
+	switch {
+	case dec.Allowed:
+		_, err = s.store.ReleaseDeferred(ctx, tx, d, now)
+		return err
+	case s.deferrable(dec, d.CreateTime):
+		// The governor's next allowed time lies ahead of a refusal;
+		// never re-check sooner than a second from now regardless.
+		next := dec.NextAllowed.UTC().Truncate(time.Microsecond)
+		if !next.After(now) {
+			next = now.Add(time.Second)
+		}
+		_, err = s.store.DeferAgain(ctx, tx, d, string(dec.Reason), next, now)
+		return err
+	}
+	refused, err := s.store.RefuseDeferred(ctx, tx, d, refusedPrefix+string(dec.Reason), string(dec.Reason), dec.NextAllowed, now)
+	if err != nil {
+		return err
+	}
+	if err := outbox.Write(ctx, tx, failedEvent(refused, now)); err != nil {
+		return fmt.Errorf("write outreach event: %w", err)
+	}
+	return nil
 }
 
 // deliver makes one attempt of a claimed delivery and records its outcome.
