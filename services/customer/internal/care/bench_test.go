@@ -24,7 +24,11 @@ import (
 //     (what most rounds are);
 //   - DayAfter: a round once the holiday's date has passed in every zone,
 //     the holiday still inside the catch-up window (the next day's
-//     birthdays are recorded by a round before the timing starts).
+//     birthdays are recorded by a round before the timing starts), which
+//     skips the holiday as done;
+//   - DayAfterUnrecorded: the same with the done record deleted before
+//     each round, so the round reads every customer for the holiday again
+//     (what every such round cost before the record existed).
 func BenchmarkRound(b *testing.B) {
 	n := 20_000
 	if v := os.Getenv("RAPPORT_BENCH_CARE_CUSTOMERS"); v != "" {
@@ -93,6 +97,18 @@ func BenchmarkRound(b *testing.B) {
 		for b.Loop() {
 			after = after.Add(time.Second)
 			bb.clock.Set(after)
+			bb.runDue(b)
+		}
+	})
+	b.Run("DayAfterUnrecorded", func(b *testing.B) {
+		after := day.Add(41 * time.Hour)
+		for b.Loop() {
+			b.StopTimer()
+			_, err := bb.pool.Exec(ctx, `DELETE FROM care_holiday_dates_done`)
+			require.NoError(b, err)
+			after = after.Add(time.Second)
+			bb.clock.Set(after)
+			b.StartTimer()
 			bb.runDue(b)
 		}
 	})
