@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -292,4 +293,34 @@ func TestDeferredAgain(t *testing.T) {
 	require.Len(t, b.smtp.received(), 1)
 	require.Equal(t, 1, b.touches(t, cust))
 	require.Empty(t, failedEvents(t, b))
+}
+
+// TestDeferredErased: erasing a customer fails a deferred delivery like a
+// queued one (erased, content gone, one OutreachFailed); its re-check time
+// passes without a send.
+func TestDeferredErased(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createTemplate(t, emailTemplate("birthday"))
+	cust := b.newCustomer(t, b.tenant, person{email: "ann@example.org", locale: "en"})
+	b.grant(t, cust, email, care)
+	b.quietUntilNoon(t, b.tenant, cust)
+	d := b.send(t, careEmail(cust))
+	require.Equal(t, deferred, d.GetStatus())
+
+	b.inTx(t, func(tx pgx.Tx) {
+		require.NoError(t, b.srv.Erase(context.Background(), tx, b.tenant, cust))
+	})
+	got := b.delivery(t, d)
+	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_FAILED, got.GetStatus())
+	require.Equal(t, outreach.ReasonErased, got.GetFailureReason())
+	require.Equal(t, customerv1.ContactRefusalReason_CONTACT_REFUSAL_REASON_UNSPECIFIED, got.GetRefusalReason())
+	failed := failedEvents(t, b)
+	require.Len(t, failed, 1)
+	require.Equal(t, outreach.ReasonErased, failed[0].GetReason())
+
+	b.clock.Set(noon)
+	require.Zero(t, b.deliverDue(t))
+	require.Empty(t, b.smtp.received())
+	require.Zero(t, b.touches(t, cust))
 }
