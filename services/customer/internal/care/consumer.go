@@ -41,7 +41,7 @@ func (s *Server) TicketConsumer(js jetstream.JetStream, cfg inbox.Config) (*inbo
 // tenant. An event that does not decode, or names no tenant, ticket or
 // customer, can never apply: it is parked. A customer unknown here (not
 // created yet, or of another tenant) is skipped: there is no one to follow
-// up with. So is a tenant that never stored care settings: its rounds,
+// up with. A customer merged into another is followed up as that one. So is a tenant that never stored care settings: its rounds,
 // which prune old resolutions, do not run, and it has no follow-ups on.
 func (s *Server) handleTicketResolved(ctx context.Context, tx pgx.Tx, m inbox.Message) error {
 	ev := &ticketv1.TicketResolved{}
@@ -71,12 +71,19 @@ func (s *Server) handleTicketResolved(ctx context.Context, tx pgx.Tx, m inbox.Me
 	} else if err != nil {
 		return err
 	}
-	ok, err := s.store.CustomerExists(ctx, tx, tenant, customer)
+	// Holding the customer's row, so a merge running now either finishes
+	// first (and the resolution follows it here) or waits and moves it.
+	ok, mergedInto, err := s.store.CustomerForWrite(ctx, tx, tenant, customer)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return nil
+	}
+	if mergedInto != uuid.Nil {
+		// The ticket service still knows the customer by the merged id; the
+		// follow-up belongs to the person, now the customer merged into.
+		customer = mergedInto
 	}
 	return s.store.RecordResolution(ctx, tx, tenant, ticket, customer, ev.GetOccurredAt().AsTime().UTC())
 }

@@ -113,3 +113,42 @@ func TestTicketFollowUps(t *testing.T) {
 	require.Equal(t, ticket.String(), evs[0].GetReferenceId())
 	require.Equal(t, "2026-06-03", evs[0].GetOccasionDate())
 }
+
+// TestTicketFollowUpOfAMergedCustomer: the ticket service still names the
+// merged customer; the follow-up falls due for the customer it was merged
+// into.
+func TestTicketFollowUpOfAMergedCustomer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.settings(t, &customerv1.CareSettings{TicketFollowUpDays: 1, DueHour: 9}, "ticket_follow_up_days", "due_hour")
+	primary, source := b.newCustomer(t, customerOpts{zone: "UTC"}), b.newCustomer(t, customerOpts{zone: "UTC"})
+	_, err := b.pool.Exec(context.Background(), `UPDATE customers SET merged_into = $2, merge_time = now()
+		WHERE tenant_id = $1 AND id = $3`, b.tenant, primary, source)
+	require.NoError(t, err)
+
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv)
+	_, err = natsx.EnsureStream(context.Background(), js, "ticket", 1)
+	require.NoError(t, err)
+	ticket, eventID := uuid.New(), uuid.NewString()
+	publishResolved(t, js, eventID, eventID, &ticketv1.TicketResolved{TenantId: b.tenant.String(), TicketId: ticket.String(),
+		CustomerId: source.String(), AggregateVersion: 3, OccurredAt: timestamppb.New(utc("2026-06-01T15:00:00Z"))})
+	cons, err := b.server.TicketConsumer(js, inbox.Config{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cons.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM inbox WHERE consumer = $1`, care.TicketConsumerName) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+
+	b.at(t, utc("2026-06-02T09:00:00Z"))
+	evs := b.dueEvents(t, b.tenant)
+	require.Len(t, evs, 1)
+	require.Equal(t, primary.String(), evs[0].GetCustomerId())
+	require.Equal(t, ticket.String(), evs[0].GetReferenceId())
+}
