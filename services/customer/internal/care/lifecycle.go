@@ -73,6 +73,11 @@ func (l *Lifecycle) Merge(ctx context.Context, tx pgx.Tx, tenant, primary uuid.U
 		return 0, err
 	}
 	moved += n
+	// Before reading the tasks: a completion in flight must not have its
+	// note overwritten by the value read here.
+	if err := l.s.store.LockTasksOf(ctx, tx, tenant, sources); err != nil {
+		return 0, err
+	}
 	var target *pii.CustomerKey
 	for _, src := range sources {
 		plans, err := l.s.store.PlansOf(ctx, tx, tenant, src)

@@ -3,6 +3,7 @@ package care_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -113,6 +114,41 @@ func TestLifecycle(t *testing.T) {
 		require.Equal(t, "note of "+w.source.String(), movedPlan.GetTasks()[0].GetOutcomeNote())
 		require.Empty(t, movedPlan.GetTasks()[1].GetOutcomeNote())
 		require.Len(t, b.occasions(t, w.bystander), w.bystanderOccasns)
+	})
+
+	t.Run("MergeWaitsForACompletionInFlight", func(t *testing.T) {
+		t.Parallel()
+		w := build(t)
+		b := w.b
+		ctx := context.Background()
+		open, done := w.sPlan.GetTasks()[1].GetId(), w.sPlan.GetTasks()[0].GetId()
+		// A completion of the source's open task is in flight: it holds the
+		// task's row and writes a note sealed for the source (the done
+		// task's note is one: the sealing binds the customer, not the task).
+		completion, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = completion.Rollback(ctx) }()
+		_, err = completion.Exec(ctx, `SELECT 1 FROM care_tasks WHERE id = $1 FOR UPDATE`, open)
+		require.NoError(t, err)
+		merged := make(chan error, 1)
+		go func() {
+			merged <- pgdb.InTx(ctx, b.pool, func(tx pgx.Tx) error {
+				_, err := b.server.Lifecycle().Merge(ctx, tx, b.tenant, w.primary, []uuid.UUID{w.source})
+				return err
+			})
+		}()
+		time.Sleep(200 * time.Millisecond) // the merge reaches the task
+		_, err = completion.Exec(ctx, `UPDATE care_tasks SET status = 'done', complete_time = now(), completed_by = 'agent-9',
+			outcome_note_sealed = (SELECT outcome_note_sealed FROM care_tasks WHERE id = $2) WHERE id = $1`, open, done)
+		require.NoError(t, err)
+		require.NoError(t, completion.Commit(ctx))
+		require.NoError(t, <-merged)
+
+		p, err := b.client.GetCarePlan(b.as(), &customerv1.GetCarePlanRequest{CustomerId: w.primary.String(), Id: w.sPlan.GetId()})
+		require.NoError(t, err)
+		require.Equal(t, customerv1.CareTaskStatus_CARE_TASK_STATUS_DONE, p.GetTasks()[1].GetStatus())
+		require.Equal(t, "note of "+w.source.String(), p.GetTasks()[1].GetOutcomeNote(),
+			"the note committed while the merge waited was moved, not overwritten")
 	})
 
 	t.Run("MergeMovesOccasionsThePrimaryLacks", func(t *testing.T) {

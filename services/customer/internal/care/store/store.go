@@ -707,6 +707,16 @@ func (s *Store) MovePlan(ctx context.Context, tx pgx.Tx, tenantID, id, primary u
 	return nil
 }
 
+// LockTasksOf locks the customers' tasks until tx ends (see
+// CareTasksLockOfCustomers).
+func (s *Store) LockTasksOf(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, customers []uuid.UUID) error {
+	if err := s.q.CareTasksLockOfCustomers(ctx, tx, dbgen.CareTasksLockOfCustomersParams{
+		TenantID: tenantID, CustomerIds: customers}); err != nil {
+		return interpret("lock tasks", err)
+	}
+	return nil
+}
+
 // MoveTask gives a task to the primary customer with its texts resealed.
 func (s *Store) MoveTask(ctx context.Context, tx pgx.Tx, tenantID, id, primary uuid.UUID, titleSealed, noteSealed []byte) error {
 	if err := s.q.CareTaskResealMove(ctx, tx, dbgen.CareTaskResealMoveParams{

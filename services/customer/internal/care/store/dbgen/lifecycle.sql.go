@@ -199,6 +199,27 @@ func (q *Queries) CareTaskResealMove(ctx context.Context, db DBTX, arg CareTaskR
 	return err
 }
 
+const careTasksLockOfCustomers = `-- name: CareTasksLockOfCustomers :exec
+SELECT 1 FROM care_tasks
+WHERE tenant_id = $1 AND customer_id = ANY($2::uuid[])
+ORDER BY id
+FOR UPDATE
+`
+
+type CareTasksLockOfCustomersParams struct {
+	TenantID    uuid.UUID
+	CustomerIds []uuid.UUID
+}
+
+// CareTasksLockOfCustomers locks the customers' tasks until the merge's
+// transaction ends: a CompleteCareTask (which locks its task too) either
+// commits first, and the merge reads and reseals its note, or waits and
+// then seals its note for the customer the task moved to.
+func (q *Queries) CareTasksLockOfCustomers(ctx context.Context, db DBTX, arg CareTasksLockOfCustomersParams) error {
+	_, err := db.Exec(ctx, careTasksLockOfCustomers, arg.TenantID, arg.CustomerIds)
+	return err
+}
+
 const careTasksOfCustomer = `-- name: CareTasksOfCustomer :many
 SELECT tenant_id, id, plan_id, customer_id, position, title_sealed, assignee, due_time, status, complete_time, completed_by, outcome_note_sealed FROM care_tasks WHERE tenant_id = $1 AND customer_id = $2
 ORDER BY plan_id, position

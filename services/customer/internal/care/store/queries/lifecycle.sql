@@ -45,3 +45,13 @@ WHERE tenant_id = @tenant_id AND id = @id;
 -- name: CarePlanResealMove :exec
 UPDATE care_plans SET customer_id = @primary_id, title_sealed = @title_sealed
 WHERE tenant_id = @tenant_id AND id = @id;
+
+-- CareTasksLockOfCustomers locks the customers' tasks until the merge's
+-- transaction ends: a CompleteCareTask (which locks its task too) either
+-- commits first, and the merge reads and reseals its note, or waits and
+-- then seals its note for the customer the task moved to.
+-- name: CareTasksLockOfCustomers :exec
+SELECT 1 FROM care_tasks
+WHERE tenant_id = @tenant_id AND customer_id = ANY(@customer_ids::uuid[])
+ORDER BY id
+FOR UPDATE;
