@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 )
 
 // BenchmarkRound times one tenant's scheduler round with
@@ -39,13 +40,13 @@ func BenchmarkRound(b *testing.B) {
 	day := utc("2026-06-10T00:00:00Z")
 	bb := setup(b, &setupOpts{now: day.Add(-24 * time.Hour)})
 	ctx := context.Background()
-	cols, exprs := customerColumns(b, bb.pool)
+	cols, exprs := customertest.Fill(b, bb.pool, "tenant_id", "id", "time_zone", "create_time", "birth_month", "birth_day")
 	_, err := bb.pool.Exec(ctx, fmt.Sprintf(`
 		INSERT INTO customers (tenant_id, id, time_zone, create_time, birth_month, birth_day%s)
 		SELECT $1, gen_random_uuid(),
 		       (ARRAY['Asia/Shanghai', 'Europe/Berlin', '', 'America/New_York', 'Pacific/Auckland'])[1 + g %% 5],
 		       $2::timestamptz - (g %% 1500) * interval '1 day', 1 + g %% 12, 1 + g %% 28%s
-		FROM generate_series(1, $3::int) AS g`, prefixEach(", ", cols), prefixEach(", ", exprs)), bb.tenant, day, n)
+		FROM generate_series(1, $3::int) AS g`, cols, exprs), bb.tenant, day, n)
 	require.NoError(b, err)
 	// The scheduler only checks that a key exists; a placeholder will do.
 	_, err = bb.pool.Exec(ctx, `INSERT INTO customer_keys (tenant_id, customer_id, keyset)

@@ -2,8 +2,6 @@ package care_test
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
 	"github.com/rapporthq/rapport/services/customer/internal/care"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 )
 
@@ -79,79 +78,23 @@ type customerOpts struct {
 	tenant  uuid.UUID // zero: the bundle's
 }
 
-// customerColumns returns the customers table's required columns besides
-// the ones the test sets, with a SQL expression filling each: the table
-// belongs to the profile work and its columns may change.
-func customerColumns(tb testing.TB, pool *pgxpool.Pool) (cols, exprs []string) {
-	tb.Helper()
-	rows, err := pool.Query(context.Background(), `
-		SELECT column_name, data_type FROM information_schema.columns
-		WHERE table_schema = current_schema() AND table_name = 'customers'
-		  AND is_nullable = 'NO' AND column_default IS NULL
-		  AND column_name NOT IN ('tenant_id', 'id', 'time_zone', 'create_time')
-		ORDER BY ordinal_position`)
-	require.NoError(tb, err)
-	defer rows.Close()
-	for rows.Next() {
-		var name, typ string
-		require.NoError(tb, rows.Scan(&name, &typ))
-		expr := map[string]string{
-			"text": "'test'", "bytea": `'\x01'::bytea`, "ARRAY": "'{}'", "integer": "0", "bigint": "1",
-			"smallint": "0", "boolean": "false", "uuid": "gen_random_uuid()",
-			"timestamp with time zone": "now()", "jsonb": "'{}'::jsonb",
-		}[typ]
-		require.NotEmpty(tb, expr, "customers.%s has type %s, which the test does not know how to fill", name, typ)
-		cols, exprs = append(cols, name), append(exprs, expr)
-	}
-	require.NoError(tb, rows.Err())
-	return cols, exprs
-}
-
 // newCustomers inserts n customers like o, each with a data key, and
 // returns their ids.
 func (b *testBundle) newCustomers(tb testing.TB, n int, o customerOpts) []uuid.UUID {
 	tb.Helper()
-	ctx := context.Background()
 	if o.tenant == uuid.Nil {
 		o.tenant = b.tenant
 	}
 	if o.created.IsZero() {
 		o.created = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
-	var month, day any
-	if o.birth[0] != 0 {
-		month, day = o.birth[0], o.birth[1]
-	}
-	cols, exprs := customerColumns(tb, b.pool)
-	sql := fmt.Sprintf(`INSERT INTO customers (tenant_id, id, time_zone, create_time, birth_month, birth_day%s)
-		SELECT $1, unnest($2::uuid[]), $3, $4, $5, $6%s`, prefixEach(", ", cols), prefixEach(", ", exprs))
-	ids := make([]uuid.UUID, n)
-	for i := range ids {
-		ids[i] = uuid.Must(uuid.NewV7())
-	}
-	_, err := b.pool.Exec(ctx, sql, o.tenant, ids, o.zone, o.created, month, day)
-	require.NoError(tb, err)
-	keys, err := b.sealer.Tenant(ctx, b.pool, o.tenant)
-	require.NoError(tb, err)
-	for _, id := range ids {
-		_, err := keys.NewCustomerKey(ctx, b.pool, id)
-		require.NoError(tb, err)
-	}
-	return ids
+	return customertest.Insert(tb, b.pool, o.tenant, n, customertest.Options{TimeZone: o.zone, Created: o.created,
+		BirthMonth: o.birth[0], BirthDay: o.birth[1], Sealer: b.sealer})
 }
 
 func (b *testBundle) newCustomer(tb testing.TB, o customerOpts) uuid.UUID {
 	tb.Helper()
 	return b.newCustomers(tb, 1, o)[0]
-}
-
-func prefixEach(sep string, ss []string) string {
-	var sb strings.Builder
-	for _, s := range ss {
-		sb.WriteString(sep)
-		sb.WriteString(s)
-	}
-	return sb.String()
 }
 
 // settings updates the bundle's tenant's settings (mask: the fields named).

@@ -13,6 +13,7 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 	"github.com/rapporthq/rapport/services/customer/internal/insight/store"
 )
 
@@ -214,11 +215,11 @@ func generateTenant(b *testing.B, tb *testBundle, tenant uuid.UUID, nCustomers, 
 	require.NoError(b, err)
 	defer func() { _, _ = conn.Exec(ctx, `RESET statement_timeout`) }()
 
-	cols, exprs := customerColumns(b, tb.pool)
+	cols, exprs := customertest.Fill(b, tb.pool, "tenant_id", "id")
 	_, err = conn.Exec(ctx, fmt.Sprintf(`
 		INSERT INTO customers (tenant_id, id%s)
 		SELECT $1, ('00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid%s
-		FROM generate_series(1, $2::int) g`, prefixEach(", ", cols), prefixEach(", ", exprs)), tenant, nCustomers)
+		FROM generate_series(1, $2::int) g`, cols, exprs), tenant, nCustomers)
 	require.NoError(b, err)
 	nPurchases := nLines / 2
 	_, err = conn.Exec(ctx, `

@@ -16,6 +16,7 @@ import (
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/outbox"
 	"github.com/rapporthq/rapport/pkg/pgdb"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase/store"
 )
@@ -267,11 +268,11 @@ func generateTenant(b *testing.B, tb *testBundle, tenant uuid.UUID, nCustomers, 
 	require.NoError(b, err)
 	defer func() { _, _ = conn.Exec(ctx, `RESET statement_timeout`) }()
 
-	cols, exprs := customerColumns(b, tb.pool)
+	cols, exprs := customertest.Fill(b, tb.pool, "tenant_id", "id")
 	_, err = conn.Exec(ctx, fmt.Sprintf(`
 		INSERT INTO customers (tenant_id, id%s)
 		SELECT $1, ('00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid%s
-		FROM generate_series(1, $2::int) g`, prefixEach(", ", cols), prefixEach(", ", exprs)), tenant, nCustomers)
+		FROM generate_series(1, $2::int) g`, cols, exprs), tenant, nCustomers)
 	require.NoError(b, err)
 	_, err = conn.Exec(ctx, `
 		INSERT INTO purchases (tenant_id, id, customer_id, order_reference, channel, currency_code,

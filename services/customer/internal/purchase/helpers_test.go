@@ -2,8 +2,6 @@ package purchase_test
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 	"github.com/rapporthq/rapport/services/customer/internal/purchase"
 )
 
@@ -62,61 +61,15 @@ func setup(tb testing.TB, opts *setupOpts) *testBundle {
 // none are given).
 func as(tenant uuid.UUID, roles ...string) context.Context { return grpcxtest.As(tenant, roles...) }
 
-// customerColumns returns the customers table's required columns besides
-// tenant_id and id, with a SQL expression filling each: the table belongs
-// to the profile work and its columns may change, so tests insert customers
-// with whatever it requires.
-func customerColumns(tb testing.TB, pool *pgxpool.Pool) (cols, exprs []string) {
-	tb.Helper()
-	rows, err := pool.Query(context.Background(), `
-		SELECT column_name, data_type FROM information_schema.columns
-		WHERE table_schema = current_schema() AND table_name = 'customers'
-		  AND is_nullable = 'NO' AND column_default IS NULL AND column_name NOT IN ('tenant_id', 'id')
-		ORDER BY ordinal_position`)
-	require.NoError(tb, err)
-	defer rows.Close()
-	for rows.Next() {
-		var name, typ string
-		require.NoError(tb, rows.Scan(&name, &typ))
-		expr := map[string]string{
-			"text": "'test'", "bytea": `'\x01'::bytea`, "ARRAY": "'{}'", "integer": "0", "bigint": "1",
-			"smallint": "0", "boolean": "false", "uuid": "gen_random_uuid()",
-			"timestamp with time zone": "now()", "jsonb": "'{}'::jsonb",
-		}[typ]
-		require.NotEmpty(tb, expr, "customers.%s has type %s, which the test does not know how to fill", name, typ)
-		cols, exprs = append(cols, name), append(exprs, expr)
-	}
-	require.NoError(tb, rows.Err())
-	return cols, exprs
-}
-
 // newCustomers inserts n customers of tenant directly and returns their ids.
 func (b *testBundle) newCustomers(tb testing.TB, tenant uuid.UUID, n int) []uuid.UUID {
 	tb.Helper()
-	cols, exprs := customerColumns(tb, b.pool)
-	sql := fmt.Sprintf(`INSERT INTO customers (tenant_id, id%s)
-		SELECT $1, unnest($2::uuid[])%s`, prefixEach(", ", cols), prefixEach(", ", exprs))
-	ids := make([]uuid.UUID, n)
-	for i := range ids {
-		ids[i] = uuid.Must(uuid.NewV7())
-	}
-	_, err := b.pool.Exec(context.Background(), sql, tenant, ids)
-	require.NoError(tb, err)
-	return ids
+	return customertest.Insert(tb, b.pool, tenant, n, customertest.Options{})
 }
 
 func (b *testBundle) newCustomer(tb testing.TB, tenant uuid.UUID) uuid.UUID {
 	tb.Helper()
 	return b.newCustomers(tb, tenant, 1)[0]
-}
-
-func prefixEach(sep string, ss []string) string {
-	var sb strings.Builder
-	for _, s := range ss {
-		sb.WriteString(sep)
-		sb.WriteString(s)
-	}
-	return sb.String()
 }
 
 // event is an outbox row.

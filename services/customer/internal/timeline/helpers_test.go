@@ -2,8 +2,6 @@ package timeline_test
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/timeline"
 )
@@ -63,60 +62,11 @@ func agent(tenant uuid.UUID) context.Context {
 	return grpcxtest.AsSubject(tenant, "agent-7", "agent")
 }
 
-// customerColumns returns the customers table's required columns besides
-// tenant_id and id, with a SQL expression filling each: the table belongs
-// to the profile work and its columns may change.
-func customerColumns(tb testing.TB, pool *pgxpool.Pool) (cols, exprs []string) {
-	tb.Helper()
-	rows, err := pool.Query(context.Background(), `
-		SELECT column_name, data_type FROM information_schema.columns
-		WHERE table_schema = current_schema() AND table_name = 'customers'
-		  AND column_name NOT IN ('tenant_id', 'id')
-		  -- the display name is required of every customer not erased
-		  AND ((is_nullable = 'NO' AND column_default IS NULL) OR column_name = 'display_name_sealed')
-		ORDER BY ordinal_position`)
-	require.NoError(tb, err)
-	defer rows.Close()
-	for rows.Next() {
-		var name, typ string
-		require.NoError(tb, rows.Scan(&name, &typ))
-		expr := map[string]string{
-			"text": "'test'", "bytea": `'\x01'::bytea`, "ARRAY": "'{}'", "integer": "0", "bigint": "1",
-			"smallint": "0", "boolean": "false", "uuid": "gen_random_uuid()",
-			"timestamp with time zone": "now()", "jsonb": "'{}'::jsonb",
-		}[typ]
-		require.NotEmpty(tb, expr, "customers.%s has type %s, which the test does not know how to fill", name, typ)
-		cols, exprs = append(cols, name), append(exprs, expr)
-	}
-	require.NoError(tb, rows.Err())
-	return cols, exprs
-}
-
 // newCustomers inserts n customers of tenant directly, each with its data
 // key, and returns their ids.
 func (b *testBundle) newCustomers(tb testing.TB, tenant uuid.UUID, n int) []uuid.UUID {
 	tb.Helper()
-	ctx := context.Background()
-	cols, exprs := customerColumns(tb, b.pool)
-	var sc, se strings.Builder
-	for i := range cols {
-		sc.WriteString(", " + cols[i])
-		se.WriteString(", " + exprs[i])
-	}
-	ids := make([]uuid.UUID, n)
-	for i := range ids {
-		ids[i] = uuid.Must(uuid.NewV7())
-	}
-	_, err := b.pool.Exec(ctx, fmt.Sprintf(`INSERT INTO customers (tenant_id, id%s) SELECT $1, unnest($2::uuid[])%s`,
-		sc.String(), se.String()), tenant, ids)
-	require.NoError(tb, err)
-	keys, err := b.sealer.Tenant(ctx, b.pool, tenant)
-	require.NoError(tb, err)
-	for _, id := range ids {
-		_, err := keys.NewCustomerKey(ctx, b.pool, id)
-		require.NoError(tb, err)
-	}
-	return ids
+	return customertest.Insert(tb, b.pool, tenant, n, customertest.Options{Sealer: b.sealer})
 }
 
 func (b *testBundle) newCustomer(tb testing.TB, tenant uuid.UUID) uuid.UUID {
