@@ -2,18 +2,17 @@ package care_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit/audittest"
 )
 
 // TestSEC09CarePlanAudit: creating a plan and completing a task write one
@@ -29,40 +28,40 @@ func TestSEC09CarePlanAudit(t *testing.T) {
 	values := []string{planTitle, taskTitle, note}
 	due := timestamppb.New(time.Date(2026, 6, 3, 9, 0, 0, 0, time.UTC))
 	plan := &customerv1.CarePlan{Title: planTitle, Tasks: []*customerv1.CareTask{{Title: taskTitle, Assignee: "agent-3", DueTime: due}}}
-	rows := func(call func()) []auditRow { return audited(t, b.pool, b.tenant, call) }
+	rows := func(call func()) []audittest.Row { return audittest.Audited(t, b.pool, b.tenant, call) }
 	planFields := []string{"care_plan.title", "care_plan.tasks.title"}
 
 	create := &customerv1.CreateCarePlanRequest{CustomerId: c1.String(), CarePlan: plan, RequestId: uuid.NewString()}
 	var p *customerv1.CarePlan
-	r := requireOneRow(t, rows(func() {
+	r := audittest.RequireOneRow(t, rows(func() {
 		var err error
 		p, err = b.client.CreateCarePlan(ctx, create)
 		require.NoError(t, err)
 	}), "create", "agent-3", "/CreateCarePlan", []uuid.UUID{c1}, planFields, values...)
-	require.Equal(t, create.GetRequestId(), r.idempotencyKey)
-	requireOneRow(t, rows(func() {
+	require.Equal(t, create.GetRequestId(), r.IdempotencyKey)
+	audittest.RequireOneRow(t, rows(func() {
 		_, err := b.client.CreateCarePlan(ctx, create)
 		require.NoError(t, err)
 	}), "read", "agent-3", "/CreateCarePlan", []uuid.UUID{c1}, planFields, values...)
 
 	complete := &customerv1.CompleteCareTaskRequest{Id: p.GetTasks()[0].GetId(), OutcomeNote: note, RequestId: uuid.NewString()}
 	taskFields := []string{"care_task.title", "care_task.outcome_note"}
-	r = requireOneRow(t, rows(func() {
+	r = audittest.RequireOneRow(t, rows(func() {
 		_, err := b.client.CompleteCareTask(ctx, complete)
 		require.NoError(t, err)
 	}), "update", "agent-3", "/CompleteCareTask", []uuid.UUID{c1}, taskFields, values...)
-	require.Equal(t, complete.GetRequestId(), r.idempotencyKey)
-	requireOneRow(t, rows(func() {
+	require.Equal(t, complete.GetRequestId(), r.IdempotencyKey)
+	audittest.RequireOneRow(t, rows(func() {
 		_, err := b.client.CompleteCareTask(ctx, complete)
 		require.NoError(t, err)
 	}), "read", "agent-3", "/CompleteCareTask", []uuid.UUID{c1}, taskFields, values...)
 
 	withNote := append(planFields, "care_plan.tasks.outcome_note")
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		_, err := b.client.GetCarePlan(ctx, &customerv1.GetCarePlanRequest{CustomerId: c1.String(), Id: p.GetId()})
 		require.NoError(t, err)
 	}), "read", "agent-3", "/GetCarePlan", []uuid.UUID{c1}, withNote, values...)
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		page, err := b.client.ListCarePlans(ctx, &customerv1.ListCarePlansRequest{CustomerId: c1.String()})
 		require.NoError(t, err)
 		require.Len(t, page.GetCarePlans(), 1)
@@ -71,7 +70,7 @@ func TestSEC09CarePlanAudit(t *testing.T) {
 	// The worklist spans customers: one row naming each whose texts it shows.
 	_, err := b.client.CreateCarePlan(ctx, &customerv1.CreateCarePlanRequest{CustomerId: c2.String(), CarePlan: plan})
 	require.NoError(t, err)
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		page, err := b.client.ListCareTasks(ctx, &customerv1.ListCareTasksRequest{Assignee: "agent-3"})
 		require.NoError(t, err)
 		require.Len(t, page.GetCareTasks(), 2)
@@ -100,58 +99,6 @@ func TestSEC09CarePlanAudit(t *testing.T) {
 	}))
 }
 
-// auditRow is one pii_audit row; text is the whole row as JSON, for
-// scanning it for personal values.
-type auditRow struct {
-	action, actor, method, idempotencyKey string
-	customers                             []uuid.UUID
-	fields                                []string
-	text                                  string
-}
-
-// auditRows returns the tenant's audit rows, oldest first (ids are UUIDv7).
-func auditRows(tb testing.TB, pool *pgxpool.Pool, tenant uuid.UUID) []auditRow {
-	tb.Helper()
-	rows, err := pool.Query(context.Background(), `
-		SELECT action, actor_subject, method, coalesce(idempotency_key::text, ''), customer_ids, fields, row_to_json(a)::text
-		FROM pii_audit a WHERE tenant_id = $1 ORDER BY id`, tenant)
-	require.NoError(tb, err)
-	defer rows.Close()
-	var out []auditRow
-	for rows.Next() {
-		var r auditRow
-		require.NoError(tb, rows.Scan(&r.action, &r.actor, &r.method, &r.idempotencyKey, &r.customers, &r.fields, &r.text))
-		out = append(out, r)
-	}
-	require.NoError(tb, rows.Err())
-	return out
-}
-
-// audited runs call and returns the audit rows it added to the tenant's log.
-func audited(tb testing.TB, pool *pgxpool.Pool, tenant uuid.UUID, call func()) []auditRow {
-	tb.Helper()
-	before := len(auditRows(tb, pool, tenant))
-	call()
-	return auditRows(tb, pool, tenant)[before:]
-}
-
-// requireOneRow asserts rows is exactly one row of action by actor about
-// customers, naming fields, and holding none of the values.
-func requireOneRow(tb testing.TB, rows []auditRow, action, actor, method string, customers []uuid.UUID, fields []string, values ...string) auditRow {
-	tb.Helper()
-	require.Len(tb, rows, 1, "exactly one audit row")
-	r := rows[0]
-	require.Equal(tb, action, r.action)
-	require.Equal(tb, actor, r.actor)
-	require.True(tb, strings.HasSuffix(r.method, method), "method %s, want …%s", r.method, method)
-	require.ElementsMatch(tb, customers, r.customers)
-	require.ElementsMatch(tb, fields, r.fields)
-	for _, v := range values {
-		require.NotContains(tb, r.text, v, "the audit row holds a personal value")
-	}
-	return r
-}
-
 // TestSEC09BirthdayOccasionsAudit: listing occasions that show a birthday
 // (its month and day) writes one list row naming the customers whose
 // birthday the page shows; occasions of other kinds write none.
@@ -164,9 +111,9 @@ func TestSEC09BirthdayOccasionsAudit(t *testing.T) {
 	member := b.newCustomer(t, customerOpts{zone: "UTC", created: time.Date(2020, 6, 14, 0, 0, 0, 0, time.UTC)})
 	b.at(t, time.Date(2026, 6, 14, 10, 0, 0, 0, time.UTC))
 	ctx := grpcxtest.AsSubject(b.tenant, "agent-3", "agent")
-	rows := func(call func()) []auditRow { return audited(t, b.pool, b.tenant, call) }
+	rows := func(call func()) []audittest.Row { return audittest.Audited(t, b.pool, b.tenant, call) }
 
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		got, err := b.client.ListCareOccasions(ctx, &customerv1.ListCareOccasionsRequest{StartDate: "2026-06-14", EndDate: "2026-06-14"})
 		require.NoError(t, err)
 		require.Len(t, got.GetOccasions(), 2, "the birthday and the anniversary")

@@ -3,15 +3,14 @@ package outreach_test
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/services/customer/internal/outreach"
+	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit/audittest"
 )
 
 // TestSEC09OutreachAudit: SendOutreach writes one create row in its
@@ -28,15 +27,15 @@ func TestSEC09OutreachAudit(t *testing.T) {
 	values := []string{addr, phone, "4915177700011", name, code}
 	cust := b.newCustomer(t, b.tenant, person{email: addr, phone: phone, locale: "en"})
 	one := []uuid.UUID{cust}
-	rows := func(call func()) []auditRow { return audited(t, b.pool, b.tenant, call) }
+	rows := func(call func()) []audittest.Row { return audittest.Audited(t, b.pool, b.tenant, call) }
 	content := []string{"email", outreach.FieldContent}
 
 	req := &customerv1.SendOutreachRequest{CustomerId: cust.String(), RequestId: uuid.NewString(),
 		Template: &customerv1.SendOutreachRequest_TemplateKey{TemplateKey: "birthday"}, Purpose: service,
 		Variables: map[string]string{"first_name": name, "code": code}}
 	var d *customerv1.OutreachDelivery
-	r := requireOneRow(t, rows(func() { d = b.send(t, req) }), "create", "tester", "/SendOutreach", one, content, values...)
-	require.Equal(t, req.GetRequestId(), r.idempotencyKey)
+	r := audittest.RequireOneRow(t, rows(func() { d = b.send(t, req) }), "create", "tester", "/SendOutreach", one, content, values...)
+	require.Equal(t, req.GetRequestId(), r.IdempotencyKey)
 
 	// Nothing personal comes back from a retry or a delivery read.
 	require.Empty(t, rows(func() {
@@ -50,7 +49,7 @@ func TestSEC09OutreachAudit(t *testing.T) {
 	}))
 
 	// The worker's send is the service's read.
-	requireOneRow(t, rows(func() { require.Equal(t, 1, b.deliverDue(t)) }),
+	audittest.RequireOneRow(t, rows(func() { require.Equal(t, 1, b.deliverDue(t)) }),
 		"read", outreach.WorkerActor, outreach.MethodDeliver, one, content, values...)
 	require.Contains(t, string(b.smtp.received()[0].Data), code, "the message did go out")
 	require.Empty(t, rows(func() { require.Zero(t, b.deliverDue(t)) }), "nothing due, nothing opened")
@@ -59,27 +58,27 @@ func TestSEC09OutreachAudit(t *testing.T) {
 	// address and content twice.
 	sms := []string{"phone", outreach.FieldContent}
 	var second *customerv1.OutreachDelivery
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		second = b.send(t, &customerv1.SendOutreachRequest{CustomerId: cust.String(),
 			Template: &customerv1.SendOutreachRequest_TemplateKey{TemplateKey: "repair-ready"}, Purpose: service,
 			Variables: map[string]string{"ticket": code}})
 	}), "create", "tester", "/SendOutreach", one, sms, values...)
 	b.hook.reply(http.StatusServiceUnavailable, http.StatusOK)
-	requireOneRow(t, rows(func() { require.Equal(t, 1, b.deliverDue(t)) }),
+	audittest.RequireOneRow(t, rows(func() { require.Equal(t, 1, b.deliverDue(t)) }),
 		"read", outreach.WorkerActor, outreach.MethodDeliver, one, sms, values...)
 	b.clock.Set(b.delivery(t, second).GetNextAttemptTime().AsTime())
-	requireOneRow(t, rows(func() { require.Equal(t, 1, b.deliverDue(t)) }),
+	audittest.RequireOneRow(t, rows(func() { require.Equal(t, 1, b.deliverDue(t)) }),
 		"read", outreach.WorkerActor, outreach.MethodDeliver, one, sms, values...)
 	require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_SENT, b.delivery(t, second).GetStatus())
 
 	// A refused send opened the address and sealed nothing; a send without
 	// an address sealed the content and opened nothing.
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		got := b.send(t, smsSend(cust, marketing))
 		require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_REFUSED, got.GetStatus())
 	}), "create", "tester", "/SendOutreach", one, []string{"phone"}, values...)
 	noPhone := b.newCustomer(t, b.tenant, person{email: addr})
-	requireOneRow(t, rows(func() {
+	audittest.RequireOneRow(t, rows(func() {
 		got := b.send(t, smsSend(noPhone, service))
 		require.Equal(t, customerv1.OutreachStatus_OUTREACH_STATUS_FAILED, got.GetStatus())
 	}), "create", "tester", "/SendOutreach", []uuid.UUID{noPhone}, []string{outreach.FieldContent}, values...)
@@ -104,68 +103,16 @@ func TestSEC09CareOccasionAudit(t *testing.T) {
 	const name, addr = "MarkerGrace Hopper", "marker-grace@example.org"
 	grace := w.birthdayToday(t, w.tenant, name, addr)
 	w.grantEmailCare(t, w.tenant, grace)
-	rows := func(call func()) []auditRow { return audited(t, w.pool, w.tenant, call) }
+	rows := func(call func()) []audittest.Row { return audittest.Audited(t, w.pool, w.tenant, call) }
 
-	r := requireOneRow(t, rows(func() { w.runCalendar(t, 0) }), "create", outreach.CareActor, outreach.MethodSend,
+	r := audittest.RequireOneRow(t, rows(func() { w.runCalendar(t, 0) }), "create", outreach.CareActor, outreach.MethodSend,
 		[]uuid.UUID{grace}, []string{"email", "display_name", outreach.FieldContent}, name, addr)
-	require.Contains(t, r.text, `"actor_roles":["service"]`)
+	require.Contains(t, r.Text, `"actor_roles":["service"]`)
 	require.Empty(t, rows(func() {
 		_, payload := w.dueEvent(t, grace)
 		w.republish(t, w.tenant, uuid.NewString(), uuid.NewString(), payload) // a copy under a new id
 		w.waitConsumed(t, 1)
 	}))
-	requireOneRow(t, rows(func() { require.Equal(t, 1, w.deliverDue(t)) }), "read", outreach.WorkerActor,
+	audittest.RequireOneRow(t, rows(func() { require.Equal(t, 1, w.deliverDue(t)) }), "read", outreach.WorkerActor,
 		outreach.MethodDeliver, []uuid.UUID{grace}, []string{"email", outreach.FieldContent}, name, addr)
-}
-
-// auditRow is one pii_audit row; text is the whole row as JSON, for
-// scanning it for personal values.
-type auditRow struct {
-	action, actor, method, idempotencyKey string
-	customers                             []uuid.UUID
-	fields                                []string
-	text                                  string
-}
-
-// auditRows returns the tenant's audit rows, oldest first (ids are UUIDv7).
-func auditRows(tb testing.TB, pool *pgxpool.Pool, tenant uuid.UUID) []auditRow {
-	tb.Helper()
-	rows, err := pool.Query(context.Background(), `
-		SELECT action, actor_subject, method, coalesce(idempotency_key::text, ''), customer_ids, fields, row_to_json(a)::text
-		FROM pii_audit a WHERE tenant_id = $1 ORDER BY id`, tenant)
-	require.NoError(tb, err)
-	defer rows.Close()
-	var out []auditRow
-	for rows.Next() {
-		var r auditRow
-		require.NoError(tb, rows.Scan(&r.action, &r.actor, &r.method, &r.idempotencyKey, &r.customers, &r.fields, &r.text))
-		out = append(out, r)
-	}
-	require.NoError(tb, rows.Err())
-	return out
-}
-
-// audited runs call and returns the audit rows it added to the tenant's log.
-func audited(tb testing.TB, pool *pgxpool.Pool, tenant uuid.UUID, call func()) []auditRow {
-	tb.Helper()
-	before := len(auditRows(tb, pool, tenant))
-	call()
-	return auditRows(tb, pool, tenant)[before:]
-}
-
-// requireOneRow asserts rows is exactly one row of action by actor about
-// customers, naming fields, and holding none of the values.
-func requireOneRow(tb testing.TB, rows []auditRow, action, actor, method string, customers []uuid.UUID, fields []string, values ...string) auditRow {
-	tb.Helper()
-	require.Len(tb, rows, 1, "exactly one audit row")
-	r := rows[0]
-	require.Equal(tb, action, r.action)
-	require.Equal(tb, actor, r.actor)
-	require.True(tb, strings.HasSuffix(r.method, method), "method %s, want …%s", r.method, method)
-	require.ElementsMatch(tb, customers, r.customers)
-	require.ElementsMatch(tb, fields, r.fields)
-	for _, v := range values {
-		require.NotContains(tb, r.text, v, "the audit row holds a personal value")
-	}
-	return r
 }
