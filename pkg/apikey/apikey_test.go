@@ -582,7 +582,7 @@ func TestAccessService(t *testing.T) {
 		t.Parallel()
 		require.Equal(t, accessv1.AccessService_ServiceDesc.ServiceName, apikey.ServiceName)
 		policy := &authz.Policy{}
-		require.Len(t, accessv1.AccessService_ServiceDesc.Methods, 4)
+		require.Len(t, accessv1.AccessService_ServiceDesc.Methods, 5)
 		for _, m := range accessv1.AccessService_ServiceDesc.Methods {
 			roles, ok := policy.Rule("/" + apikey.ServiceName + "/" + m.MethodName)
 			require.True(t, ok, m.MethodName)

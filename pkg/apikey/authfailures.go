@@ -90,9 +90,9 @@ func (l *AuthFailureLog) Record(ctx context.Context, fullMethod string, err erro
 		requestID: grpcx.RequestID(ctx), credential: "none"}
 	switch status.Code(err) {
 	case codes.Unauthenticated:
-		f.code = "unauthenticated"
+		f.code = codeUnauthenticated
 	case codes.PermissionDenied:
-		f.code = "permission_denied"
+		f.code = codePermissionDenied
 		if p, ok := authn.FromContext(ctx); ok {
 			f.tenantID, f.subject = p.TenantID, p.Subject
 		}

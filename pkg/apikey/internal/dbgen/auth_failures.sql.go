@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const authFailuresInsert = `-- name: AuthFailuresInsert :exec
@@ -47,4 +48,101 @@ func (q *Queries) AuthFailuresInsert(ctx context.Context, db DBTX, arg AuthFailu
 		arg.Subjects,
 	)
 	return err
+}
+
+const authFailuresList = `-- name: AuthFailuresList :many
+SELECT id, occur_time, method, code, request_id, credential, api_key_id, subject FROM (
+    (SELECT f.id, f.occur_time, f.method, f.code, f.request_id, f.credential, f.api_key_id, f.subject
+     FROM auth_failures f
+     WHERE f.tenant_id = $1::uuid
+       AND ($2::timestamptz IS NULL OR f.occur_time >= $2::timestamptz)
+       AND ($3::text IS NULL OR f.code = $3::text)
+       AND ($4::timestamptz IS NULL
+            OR (f.occur_time, f.id) < ($4::timestamptz, $5::uuid))
+     ORDER BY f.occur_time DESC, f.id DESC
+     LIMIT $6)
+    UNION ALL
+    (SELECT f.id, f.occur_time, f.method, f.code, f.request_id, f.credential, f.api_key_id, f.subject
+     FROM api_keys k
+     JOIN auth_failures f ON f.api_key_id = k.id AND f.tenant_id IS NULL AND f.occur_time >= k.create_time
+     WHERE k.tenant_id = $1::uuid
+       AND f.code = 'unauthenticated'
+       AND ($2::timestamptz IS NULL OR f.occur_time >= $2::timestamptz)
+       AND ($3::text IS NULL OR f.code = $3::text)
+       AND ($4::timestamptz IS NULL
+            OR (f.occur_time, f.id) < ($4::timestamptz, $5::uuid))
+     ORDER BY f.occur_time DESC, f.id DESC
+     LIMIT $6)
+) AS mine
+ORDER BY occur_time DESC, id DESC
+LIMIT $6
+`
+
+type AuthFailuresListParams struct {
+	TenantID  uuid.UUID
+	Since     *time.Time
+	Code      pgtype.Text
+	AfterTime *time.Time
+	AfterID   uuid.NullUUID
+	RowLimit  int32
+}
+
+type AuthFailuresListRow struct {
+	ID         uuid.UUID
+	OccurTime  time.Time
+	Method     string
+	Code       string
+	RequestID  string
+	Credential string
+	ApiKeyID   uuid.NullUUID
+	Subject    pgtype.Text
+}
+
+// AuthFailuresList is a tenant's refusals, newest first, after the cursor
+// (occur_time, id), optionally since a time and of one code. Two branches:
+//  1. authorization refusals of the tenant's verified principals
+//     (tenant_id was set from the principal when the row was written);
+//  2. authentication refusals naming an API key the tenant owns, made
+//     while that key existed. Such a row carries no tenant (the caller was
+//     not verified); the key id is a UUID unique across tenants (api_keys'
+//     primary key), so joining on (tenant_id, id) gives it at most one
+//     owner, and a made-up id that no key has matches no tenant. A refusal
+//     dated before the key's creation cannot be about that key and is not
+//     attributed (it would need an id guessed before it was issued).
+//
+// Each branch is ordered and limited on its own index, then merged.
+func (q *Queries) AuthFailuresList(ctx context.Context, db DBTX, arg AuthFailuresListParams) ([]AuthFailuresListRow, error) {
+	rows, err := db.Query(ctx, authFailuresList,
+		arg.TenantID,
+		arg.Since,
+		arg.Code,
+		arg.AfterTime,
+		arg.AfterID,
+		arg.RowLimit,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AuthFailuresListRow
+	for rows.Next() {
+		var i AuthFailuresListRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.OccurTime,
+			&i.Method,
+			&i.Code,
+			&i.RequestID,
+			&i.Credential,
+			&i.ApiKeyID,
+			&i.Subject,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

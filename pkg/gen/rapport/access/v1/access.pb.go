@@ -24,6 +24,116 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AuthFailureCode is why a call was refused.
+type AuthFailureCode int32
+
+const (
+	AuthFailureCode_AUTH_FAILURE_CODE_UNSPECIFIED AuthFailureCode = 0
+	// The credential was missing, malformed, unknown, wrong, revoked or
+	// expired (gRPC UNAUTHENTICATED, HTTP 401).
+	AuthFailureCode_AUTH_FAILURE_CODE_UNAUTHENTICATED AuthFailureCode = 1
+	// The principal was verified but may not call the method (gRPC
+	// PERMISSION_DENIED, HTTP 403).
+	AuthFailureCode_AUTH_FAILURE_CODE_PERMISSION_DENIED AuthFailureCode = 2
+)
+
+// Enum value maps for AuthFailureCode.
+var (
+	AuthFailureCode_name = map[int32]string{
+		0: "AUTH_FAILURE_CODE_UNSPECIFIED",
+		1: "AUTH_FAILURE_CODE_UNAUTHENTICATED",
+		2: "AUTH_FAILURE_CODE_PERMISSION_DENIED",
+	}
+	AuthFailureCode_value = map[string]int32{
+		"AUTH_FAILURE_CODE_UNSPECIFIED":       0,
+		"AUTH_FAILURE_CODE_UNAUTHENTICATED":   1,
+		"AUTH_FAILURE_CODE_PERMISSION_DENIED": 2,
+	}
+)
+
+func (x AuthFailureCode) Enum() *AuthFailureCode {
+	p := new(AuthFailureCode)
+	*p = x
+	return p
+}
+
+func (x AuthFailureCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthFailureCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_rapport_access_v1_access_proto_enumTypes[0].Descriptor()
+}
+
+func (AuthFailureCode) Type() protoreflect.EnumType {
+	return &file_rapport_access_v1_access_proto_enumTypes[0]
+}
+
+func (x AuthFailureCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthFailureCode.Descriptor instead.
+func (AuthFailureCode) EnumDescriptor() ([]byte, []int) {
+	return file_rapport_access_v1_access_proto_rawDescGZIP(), []int{0}
+}
+
+// CredentialKind is the kind of credential a refused call presented.
+type CredentialKind int32
+
+const (
+	CredentialKind_CREDENTIAL_KIND_UNSPECIFIED CredentialKind = 0
+	// No bearer credential.
+	CredentialKind_CREDENTIAL_KIND_NONE CredentialKind = 1
+	// A bearer token that is not an API key (a user's JWT).
+	CredentialKind_CREDENTIAL_KIND_JWT CredentialKind = 2
+	// An API key, "rk_…".
+	CredentialKind_CREDENTIAL_KIND_API_KEY CredentialKind = 3
+)
+
+// Enum value maps for CredentialKind.
+var (
+	CredentialKind_name = map[int32]string{
+		0: "CREDENTIAL_KIND_UNSPECIFIED",
+		1: "CREDENTIAL_KIND_NONE",
+		2: "CREDENTIAL_KIND_JWT",
+		3: "CREDENTIAL_KIND_API_KEY",
+	}
+	CredentialKind_value = map[string]int32{
+		"CREDENTIAL_KIND_UNSPECIFIED": 0,
+		"CREDENTIAL_KIND_NONE":        1,
+		"CREDENTIAL_KIND_JWT":         2,
+		"CREDENTIAL_KIND_API_KEY":     3,
+	}
+)
+
+func (x CredentialKind) Enum() *CredentialKind {
+	p := new(CredentialKind)
+	*p = x
+	return p
+}
+
+func (x CredentialKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CredentialKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_rapport_access_v1_access_proto_enumTypes[1].Descriptor()
+}
+
+func (CredentialKind) Type() protoreflect.EnumType {
+	return &file_rapport_access_v1_access_proto_enumTypes[1]
+}
+
+func (x CredentialKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CredentialKind.Descriptor instead.
+func (CredentialKind) EnumDescriptor() ([]byte, []int) {
+	return file_rapport_access_v1_access_proto_rawDescGZIP(), []int{1}
+}
+
 // ApiKey is a credential for another system. Its secret is not part of it.
 type ApiKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -449,6 +559,241 @@ func (x *RevokeApiKeyRequest) GetRequestId() string {
 	return ""
 }
 
+// AuthFailure is one refused call. It never holds the credential.
+type AuthFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUIDv7 of the record.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// When the call was refused.
+	OccurTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
+	// The gRPC method called, e.g. "/rapport.access.v1.AccessService/ListApiKeys"
+	// (over REST, the method the route maps to).
+	Method string          `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Code   AuthFailureCode `protobuf:"varint,4,opt,name=code,proto3,enum=rapport.access.v1.AuthFailureCode" json:"code,omitempty"`
+	// The call's request id (X-Request-Id), leading to its access log line.
+	RequestId  string         `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Credential CredentialKind `protobuf:"varint,6,opt,name=credential,proto3,enum=rapport.access.v1.CredentialKind" json:"credential,omitempty"`
+	// The tenant's API key the call presented, its id only; empty when the
+	// call presented no API key.
+	ApiKeyId string `protobuf:"bytes,7,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
+	// The verified principal refused, for PERMISSION_DENIED; empty for
+	// UNAUTHENTICATED, whose caller is unknown.
+	Subject       string `protobuf:"bytes,8,opt,name=subject,proto3" json:"subject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthFailure) Reset() {
+	*x = AuthFailure{}
+	mi := &file_rapport_access_v1_access_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthFailure) ProtoMessage() {}
+
+func (x *AuthFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_access_v1_access_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthFailure.ProtoReflect.Descriptor instead.
+func (*AuthFailure) Descriptor() ([]byte, []int) {
+	return file_rapport_access_v1_access_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AuthFailure) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
+func (x *AuthFailure) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetCode() AuthFailureCode {
+	if x != nil {
+		return x.Code
+	}
+	return AuthFailureCode_AUTH_FAILURE_CODE_UNSPECIFIED
+}
+
+func (x *AuthFailure) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetCredential() CredentialKind {
+	if x != nil {
+		return x.Credential
+	}
+	return CredentialKind_CREDENTIAL_KIND_UNSPECIFIED
+}
+
+func (x *AuthFailure) GetApiKeyId() string {
+	if x != nil {
+		return x.ApiKeyId
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+type ListAuthFailuresRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many refusals; 0 means 50, above 500 means 500.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same filters.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only refusals at or after this time; unset: all that are kept.
+	SinceTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since_time,json=sinceTime,proto3" json:"since_time,omitempty"`
+	// Only refusals with this code; unspecified: both.
+	Code          AuthFailureCode `protobuf:"varint,4,opt,name=code,proto3,enum=rapport.access.v1.AuthFailureCode" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthFailuresRequest) Reset() {
+	*x = ListAuthFailuresRequest{}
+	mi := &file_rapport_access_v1_access_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthFailuresRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthFailuresRequest) ProtoMessage() {}
+
+func (x *ListAuthFailuresRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_access_v1_access_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthFailuresRequest.ProtoReflect.Descriptor instead.
+func (*ListAuthFailuresRequest) Descriptor() ([]byte, []int) {
+	return file_rapport_access_v1_access_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListAuthFailuresRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuthFailuresRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListAuthFailuresRequest) GetSinceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SinceTime
+	}
+	return nil
+}
+
+func (x *ListAuthFailuresRequest) GetCode() AuthFailureCode {
+	if x != nil {
+		return x.Code
+	}
+	return AuthFailureCode_AUTH_FAILURE_CODE_UNSPECIFIED
+}
+
+type ListAuthFailuresResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AuthFailures []*AuthFailure         `protobuf:"bytes,1,rep,name=auth_failures,json=authFailures,proto3" json:"auth_failures,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthFailuresResponse) Reset() {
+	*x = ListAuthFailuresResponse{}
+	mi := &file_rapport_access_v1_access_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthFailuresResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthFailuresResponse) ProtoMessage() {}
+
+func (x *ListAuthFailuresResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rapport_access_v1_access_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthFailuresResponse.ProtoReflect.Descriptor instead.
+func (*ListAuthFailuresResponse) Descriptor() ([]byte, []int) {
+	return file_rapport_access_v1_access_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListAuthFailuresResponse) GetAuthFailures() []*AuthFailure {
+	if x != nil {
+		return x.AuthFailures
+	}
+	return nil
+}
+
+func (x *ListAuthFailuresResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_rapport_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_rapport_access_v1_access_proto_rawDesc = "" +
@@ -486,7 +831,40 @@ const file_rapport_access_v1_access_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x1b\n" +
 	"\x02id\x18\x01 \x01(\tB\v\xe0A\x02\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12*\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId2\xfc\x03\n" +
+	"request_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"\xea\x02\n" +
+	"\vAuthFailure\x12\x13\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12>\n" +
+	"\n" +
+	"occur_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\toccurTime\x12\x1b\n" +
+	"\x06method\x18\x03 \x01(\tB\x03\xe0A\x03R\x06method\x12;\n" +
+	"\x04code\x18\x04 \x01(\x0e2\".rapport.access.v1.AuthFailureCodeB\x03\xe0A\x03R\x04code\x12\"\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tB\x03\xe0A\x03R\trequestId\x12F\n" +
+	"\n" +
+	"credential\x18\x06 \x01(\x0e2!.rapport.access.v1.CredentialKindB\x03\xe0A\x03R\n" +
+	"credential\x12!\n" +
+	"\n" +
+	"api_key_id\x18\a \x01(\tB\x03\xe0A\x03R\bapiKeyId\x12\x1d\n" +
+	"\asubject\x18\b \x01(\tB\x03\xe0A\x03R\asubject\"\xed\x01\n" +
+	"\x17ListAuthFailuresRequest\x12$\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x12>\n" +
+	"\n" +
+	"since_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x01R\tsinceTime\x12C\n" +
+	"\x04code\x18\x04 \x01(\x0e2\".rapport.access.v1.AuthFailureCodeB\v\xe0A\x01\xbaH\x05\x82\x01\x02\x10\x01R\x04code\"\x87\x01\n" +
+	"\x18ListAuthFailuresResponse\x12C\n" +
+	"\rauth_failures\x18\x01 \x03(\v2\x1e.rapport.access.v1.AuthFailureR\fauthFailures\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x84\x01\n" +
+	"\x0fAuthFailureCode\x12!\n" +
+	"\x1dAUTH_FAILURE_CODE_UNSPECIFIED\x10\x00\x12%\n" +
+	"!AUTH_FAILURE_CODE_UNAUTHENTICATED\x10\x01\x12'\n" +
+	"#AUTH_FAILURE_CODE_PERMISSION_DENIED\x10\x02*\x81\x01\n" +
+	"\x0eCredentialKind\x12\x1f\n" +
+	"\x1bCREDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CREDENTIAL_KIND_NONE\x10\x01\x12\x17\n" +
+	"\x13CREDENTIAL_KIND_JWT\x10\x02\x12\x1b\n" +
+	"\x17CREDENTIAL_KIND_API_KEY\x10\x032\x8b\x05\n" +
 	"\rAccessService\x12\x84\x01\n" +
 	"\fCreateApiKey\x12&.rapport.access.v1.CreateApiKeyRequest\x1a'.rapport.access.v1.CreateApiKeyResponse\"#\xca\xf3\x18\x03\n" +
 	"\x01\x01\x82\xd3\xe4\x93\x02\x16:\aapi_key\"\v/v1/apiKeys\x12x\n" +
@@ -495,7 +873,9 @@ const file_rapport_access_v1_access_proto_rawDesc = "" +
 	"\tGetApiKey\x12#.rapport.access.v1.GetApiKeyRequest\x1a\x19.rapport.access.v1.ApiKey\"\x1f\xca\xf3\x18\x03\n" +
 	"\x01\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/apiKeys/{id}\x12|\n" +
 	"\fRevokeApiKey\x12&.rapport.access.v1.RevokeApiKeyRequest\x1a\x19.rapport.access.v1.ApiKey\")\xca\xf3\x18\x03\n" +
-	"\x01\x01\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apiKeys/{id}:revokeB\xcb\x01\n" +
+	"\x01\x01\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apiKeys/{id}:revoke\x12\x8c\x01\n" +
+	"\x10ListAuthFailures\x12*.rapport.access.v1.ListAuthFailuresRequest\x1a+.rapport.access.v1.ListAuthFailuresResponse\"\x1f\xca\xf3\x18\x03\n" +
+	"\x01\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/authFailuresB\xcb\x01\n" +
 	"\x15com.rapport.access.v1B\vAccessProtoP\x01Z?github.com/rapporthq/rapport/pkg/gen/rapport/access/v1;accessv1\xa2\x02\x03RAX\xaa\x02\x11Rapport.Access.V1\xca\x02\x11Rapport\\Access\\V1\xe2\x02\x1dRapport\\Access\\V1\\GPBMetadata\xea\x02\x13Rapport::Access::V1b\x06proto3"
 
 var (
@@ -510,40 +890,54 @@ func file_rapport_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_rapport_access_v1_access_proto_rawDescData
 }
 
-var file_rapport_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_rapport_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rapport_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_rapport_access_v1_access_proto_goTypes = []any{
-	(*ApiKey)(nil),                // 0: rapport.access.v1.ApiKey
-	(*CreateApiKeyRequest)(nil),   // 1: rapport.access.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 2: rapport.access.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 3: rapport.access.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 4: rapport.access.v1.ListApiKeysResponse
-	(*GetApiKeyRequest)(nil),      // 5: rapport.access.v1.GetApiKeyRequest
-	(*RevokeApiKeyRequest)(nil),   // 6: rapport.access.v1.RevokeApiKeyRequest
-	(Role)(0),                     // 7: rapport.access.v1.Role
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(AuthFailureCode)(0),             // 0: rapport.access.v1.AuthFailureCode
+	(CredentialKind)(0),              // 1: rapport.access.v1.CredentialKind
+	(*ApiKey)(nil),                   // 2: rapport.access.v1.ApiKey
+	(*CreateApiKeyRequest)(nil),      // 3: rapport.access.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),     // 4: rapport.access.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),       // 5: rapport.access.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),      // 6: rapport.access.v1.ListApiKeysResponse
+	(*GetApiKeyRequest)(nil),         // 7: rapport.access.v1.GetApiKeyRequest
+	(*RevokeApiKeyRequest)(nil),      // 8: rapport.access.v1.RevokeApiKeyRequest
+	(*AuthFailure)(nil),              // 9: rapport.access.v1.AuthFailure
+	(*ListAuthFailuresRequest)(nil),  // 10: rapport.access.v1.ListAuthFailuresRequest
+	(*ListAuthFailuresResponse)(nil), // 11: rapport.access.v1.ListAuthFailuresResponse
+	(Role)(0),                        // 12: rapport.access.v1.Role
+	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
 }
 var file_rapport_access_v1_access_proto_depIdxs = []int32{
-	7,  // 0: rapport.access.v1.ApiKey.roles:type_name -> rapport.access.v1.Role
-	8,  // 1: rapport.access.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 2: rapport.access.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 3: rapport.access.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: rapport.access.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: rapport.access.v1.CreateApiKeyRequest.api_key:type_name -> rapport.access.v1.ApiKey
-	0,  // 6: rapport.access.v1.CreateApiKeyResponse.api_key:type_name -> rapport.access.v1.ApiKey
-	0,  // 7: rapport.access.v1.ListApiKeysResponse.api_keys:type_name -> rapport.access.v1.ApiKey
-	1,  // 8: rapport.access.v1.AccessService.CreateApiKey:input_type -> rapport.access.v1.CreateApiKeyRequest
-	3,  // 9: rapport.access.v1.AccessService.ListApiKeys:input_type -> rapport.access.v1.ListApiKeysRequest
-	5,  // 10: rapport.access.v1.AccessService.GetApiKey:input_type -> rapport.access.v1.GetApiKeyRequest
-	6,  // 11: rapport.access.v1.AccessService.RevokeApiKey:input_type -> rapport.access.v1.RevokeApiKeyRequest
-	2,  // 12: rapport.access.v1.AccessService.CreateApiKey:output_type -> rapport.access.v1.CreateApiKeyResponse
-	4,  // 13: rapport.access.v1.AccessService.ListApiKeys:output_type -> rapport.access.v1.ListApiKeysResponse
-	0,  // 14: rapport.access.v1.AccessService.GetApiKey:output_type -> rapport.access.v1.ApiKey
-	0,  // 15: rapport.access.v1.AccessService.RevokeApiKey:output_type -> rapport.access.v1.ApiKey
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 0: rapport.access.v1.ApiKey.roles:type_name -> rapport.access.v1.Role
+	13, // 1: rapport.access.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	13, // 2: rapport.access.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	13, // 3: rapport.access.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	13, // 4: rapport.access.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: rapport.access.v1.CreateApiKeyRequest.api_key:type_name -> rapport.access.v1.ApiKey
+	2,  // 6: rapport.access.v1.CreateApiKeyResponse.api_key:type_name -> rapport.access.v1.ApiKey
+	2,  // 7: rapport.access.v1.ListApiKeysResponse.api_keys:type_name -> rapport.access.v1.ApiKey
+	13, // 8: rapport.access.v1.AuthFailure.occur_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: rapport.access.v1.AuthFailure.code:type_name -> rapport.access.v1.AuthFailureCode
+	1,  // 10: rapport.access.v1.AuthFailure.credential:type_name -> rapport.access.v1.CredentialKind
+	13, // 11: rapport.access.v1.ListAuthFailuresRequest.since_time:type_name -> google.protobuf.Timestamp
+	0,  // 12: rapport.access.v1.ListAuthFailuresRequest.code:type_name -> rapport.access.v1.AuthFailureCode
+	9,  // 13: rapport.access.v1.ListAuthFailuresResponse.auth_failures:type_name -> rapport.access.v1.AuthFailure
+	3,  // 14: rapport.access.v1.AccessService.CreateApiKey:input_type -> rapport.access.v1.CreateApiKeyRequest
+	5,  // 15: rapport.access.v1.AccessService.ListApiKeys:input_type -> rapport.access.v1.ListApiKeysRequest
+	7,  // 16: rapport.access.v1.AccessService.GetApiKey:input_type -> rapport.access.v1.GetApiKeyRequest
+	8,  // 17: rapport.access.v1.AccessService.RevokeApiKey:input_type -> rapport.access.v1.RevokeApiKeyRequest
+	10, // 18: rapport.access.v1.AccessService.ListAuthFailures:input_type -> rapport.access.v1.ListAuthFailuresRequest
+	4,  // 19: rapport.access.v1.AccessService.CreateApiKey:output_type -> rapport.access.v1.CreateApiKeyResponse
+	6,  // 20: rapport.access.v1.AccessService.ListApiKeys:output_type -> rapport.access.v1.ListApiKeysResponse
+	2,  // 21: rapport.access.v1.AccessService.GetApiKey:output_type -> rapport.access.v1.ApiKey
+	2,  // 22: rapport.access.v1.AccessService.RevokeApiKey:output_type -> rapport.access.v1.ApiKey
+	11, // 23: rapport.access.v1.AccessService.ListAuthFailures:output_type -> rapport.access.v1.ListAuthFailuresResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_rapport_access_v1_access_proto_init() }
@@ -557,13 +951,14 @@ func file_rapport_access_v1_access_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rapport_access_v1_access_proto_rawDesc), len(file_rapport_access_v1_access_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_rapport_access_v1_access_proto_goTypes,
 		DependencyIndexes: file_rapport_access_v1_access_proto_depIdxs,
+		EnumInfos:         file_rapport_access_v1_access_proto_enumTypes,
 		MessageInfos:      file_rapport_access_v1_access_proto_msgTypes,
 	}.Build()
 	File_rapport_access_v1_access_proto = out.File

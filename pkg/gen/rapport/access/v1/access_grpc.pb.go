@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AccessService_CreateApiKey_FullMethodName = "/rapport.access.v1.AccessService/CreateApiKey"
-	AccessService_ListApiKeys_FullMethodName  = "/rapport.access.v1.AccessService/ListApiKeys"
-	AccessService_GetApiKey_FullMethodName    = "/rapport.access.v1.AccessService/GetApiKey"
-	AccessService_RevokeApiKey_FullMethodName = "/rapport.access.v1.AccessService/RevokeApiKey"
+	AccessService_CreateApiKey_FullMethodName     = "/rapport.access.v1.AccessService/CreateApiKey"
+	AccessService_ListApiKeys_FullMethodName      = "/rapport.access.v1.AccessService/ListApiKeys"
+	AccessService_GetApiKey_FullMethodName        = "/rapport.access.v1.AccessService/GetApiKey"
+	AccessService_RevokeApiKey_FullMethodName     = "/rapport.access.v1.AccessService/RevokeApiKey"
+	AccessService_ListAuthFailures_FullMethodName = "/rapport.access.v1.AccessService/ListAuthFailures"
 )
 
 // AccessServiceClient is the client API for AccessService service.
@@ -49,6 +50,20 @@ type AccessServiceClient interface {
 	// RevokeApiKey ends a key for good. Revoking a revoked key returns it
 	// unchanged, with its first revoke_time.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error)
+	// ListAuthFailures pages through the calls refused for the caller's
+	// tenant, newest first: the security audit trail (RELIABILITY.md SEC-09).
+	//
+	// A refusal belongs to the tenant when it names the tenant verifiably:
+	// an authorization refusal (PERMISSION_DENIED) of one of its principals,
+	// or an authentication refusal (UNAUTHENTICATED) presenting one of its
+	// API keys (a wrong secret, or a revoked or expired key), made while that
+	// key existed. Other authentication refusals (no credential, a bad token,
+	// a key id no tenant owns) claim no tenant anyone could trust and are
+	// shown to none. A key's id is not secret, so a refusal naming one of the
+	// tenant's keys proves that someone presented the id, not that the
+	// tenant's own system made the call. Credentials are never stored, so
+	// never returned.
+	ListAuthFailures(ctx context.Context, in *ListAuthFailuresRequest, opts ...grpc.CallOption) (*ListAuthFailuresResponse, error)
 }
 
 type accessServiceClient struct {
@@ -99,6 +114,16 @@ func (c *accessServiceClient) RevokeApiKey(ctx context.Context, in *RevokeApiKey
 	return out, nil
 }
 
+func (c *accessServiceClient) ListAuthFailures(ctx context.Context, in *ListAuthFailuresRequest, opts ...grpc.CallOption) (*ListAuthFailuresResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuthFailuresResponse)
+	err := c.cc.Invoke(ctx, AccessService_ListAuthFailures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AccessServiceServer is the server API for AccessService service.
 // All implementations must embed UnimplementedAccessServiceServer
 // for forward compatibility.
@@ -123,6 +148,20 @@ type AccessServiceServer interface {
 	// RevokeApiKey ends a key for good. Revoking a revoked key returns it
 	// unchanged, with its first revoke_time.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*ApiKey, error)
+	// ListAuthFailures pages through the calls refused for the caller's
+	// tenant, newest first: the security audit trail (RELIABILITY.md SEC-09).
+	//
+	// A refusal belongs to the tenant when it names the tenant verifiably:
+	// an authorization refusal (PERMISSION_DENIED) of one of its principals,
+	// or an authentication refusal (UNAUTHENTICATED) presenting one of its
+	// API keys (a wrong secret, or a revoked or expired key), made while that
+	// key existed. Other authentication refusals (no credential, a bad token,
+	// a key id no tenant owns) claim no tenant anyone could trust and are
+	// shown to none. A key's id is not secret, so a refusal naming one of the
+	// tenant's keys proves that someone presented the id, not that the
+	// tenant's own system made the call. Credentials are never stored, so
+	// never returned.
+	ListAuthFailures(context.Context, *ListAuthFailuresRequest) (*ListAuthFailuresResponse, error)
 	mustEmbedUnimplementedAccessServiceServer()
 }
 
@@ -144,6 +183,9 @@ func (UnimplementedAccessServiceServer) GetApiKey(context.Context, *GetApiKeyReq
 }
 func (UnimplementedAccessServiceServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*ApiKey, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedAccessServiceServer) ListAuthFailures(context.Context, *ListAuthFailuresRequest) (*ListAuthFailuresResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuthFailures not implemented")
 }
 func (UnimplementedAccessServiceServer) mustEmbedUnimplementedAccessServiceServer() {}
 func (UnimplementedAccessServiceServer) testEmbeddedByValue()                       {}
@@ -238,6 +280,24 @@ func _AccessService_RevokeApiKey_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccessService_ListAuthFailures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuthFailuresRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccessServiceServer).ListAuthFailures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccessService_ListAuthFailures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccessServiceServer).ListAuthFailures(ctx, req.(*ListAuthFailuresRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AccessService_ServiceDesc is the grpc.ServiceDesc for AccessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -260,6 +320,10 @@ var AccessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeApiKey",
 			Handler:    _AccessService_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "ListAuthFailures",
+			Handler:    _AccessService_ListAuthFailures_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
