@@ -3,14 +3,21 @@ package compose
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/rapporthq/rapport/pkg/apikey"
 	accessv1 "github.com/rapporthq/rapport/pkg/gen/rapport/access/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx"
 )
 
 // keyAPI is the AccessService over one transport, for the cross-tenant
@@ -77,6 +84,29 @@ func (k keyAPI) list(t *testing.T, token string) []string {
 	return ids
 }
 
+// authFailures lists the caller's tenant's refused calls and returns their
+// request ids and the API key ids they name.
+func (k keyAPI) authFailures(t *testing.T, token string) (requestIDs, keyIDs []string) {
+	t.Helper()
+	resp := &accessv1.ListAuthFailuresResponse{}
+	if !k.rest {
+		var err error
+		resp, err = accessv1.NewAccessServiceClient(k.b.grpcConn).ListAuthFailures(authCtx(token), &accessv1.ListAuthFailuresRequest{PageSize: 500})
+		require.NoError(t, err)
+	} else {
+		r := k.b.call(t, http.MethodGet, "/v1/authFailures?pageSize=500", token, nil, "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		require.NoError(t, protojson.Unmarshal([]byte(r.body), resp))
+	}
+	for _, f := range resp.GetAuthFailures() {
+		requestIDs = append(requestIDs, f.GetRequestId())
+		if f.GetApiKeyId() != "" {
+			keyIDs = append(keyIDs, f.GetApiKeyId())
+		}
+	}
+	return requestIDs, keyIDs
+}
+
 // restCode reads the gRPC code from a REST error body; 200 is OK.
 func restCode(t *testing.T, r httpReply) codes.Code {
 	t.Helper()
@@ -113,6 +143,32 @@ func accessCases(b *testBundle) map[string]func(t *testing.T, w world) {
 			_, code := k.create(t, w.y, admin...)
 			require.Equal(t, codes.OK, code)
 			require.Empty(t, k.list(t, w.x), "X sees none of Y's keys")
+		},
+		accessv1.AccessService_ListAuthFailures_FullMethodName: func(t *testing.T, w world) {
+			k := keyAPI{rest: w.api.name() == "REST", b: b}
+			yKey, code := k.create(t, w.y, accessv1.Role_ROLE_AGENT)
+			require.Equal(t, codes.OK, code)
+			// Two refusals of Y's: its agent key calling an admin-only
+			// method (authorization), and its key id with a wrong secret
+			// (authentication, attributed through the key).
+			denied, wrongSecret := uuid.NewString(), uuid.NewString()
+			client := accessv1.NewAccessServiceClient(b.grpcConn)
+			_, err := client.ListApiKeys(metadata.AppendToOutgoingContext(authCtx(yKey.GetKey()), grpcx.RequestIDHeader, denied),
+				&accessv1.ListApiKeysRequest{})
+			require.Equal(t, codes.PermissionDenied, status.Code(err))
+			forged := yKey.GetKey()[:len(apikey.Prefix)+32+1] + strings.Repeat("A", 43)
+			_, err = client.ListApiKeys(metadata.AppendToOutgoingContext(authCtx(forged), grpcx.RequestIDHeader, wrongSecret),
+				&accessv1.ListApiKeysRequest{})
+			require.Equal(t, codes.Unauthenticated, status.Code(err))
+			// Written off the call path: Y sees both once they are.
+			require.Eventually(t, func() bool {
+				ids, _ := k.authFailures(t, w.y)
+				return slices.Contains(ids, denied) && slices.Contains(ids, wrongSecret)
+			}, 10*time.Second, 20*time.Millisecond, "Y sees its own refusals: the case is not vacuous")
+			xIDs, xKeys := k.authFailures(t, w.x)
+			require.NotContains(t, xIDs, denied, "X sees none of Y's refusals")
+			require.NotContains(t, xIDs, wrongSecret)
+			require.NotContains(t, xKeys, yKey.GetApiKey().GetId())
 		},
 		accessv1.AccessService_CreateApiKey_FullMethodName: func(t *testing.T, w world) {
 			k := keyAPI{rest: w.api.name() == "REST", b: b}
