@@ -162,9 +162,10 @@ func (s *Server) handleCareDue(ctx context.Context, tx pgx.Tx, m inbox.Message, 
 			}
 		}
 	}
+	var created store.Delivery
 	d, err := s.send(ctx, tx, who{tenant: tenant, subject: CareActor}, sendRequest{
 		customerID: customer, templateKey: key, purpose: consent.PurposeCare,
-		requestID: CareRequestID(occasion), care: o,
+		requestID: CareRequestID(occasion), care: o, created: &created,
 	})
 	switch {
 	case errors.Is(err, errCustomerNotFound), errors.Is(err, errCustomerMerged):
@@ -173,6 +174,11 @@ func (s *Server) handleCareDue(ctx context.Context, tx pgx.Tx, m inbox.Message, 
 		return nil
 	case err != nil:
 		return err
+	}
+	// Counted before the inbox commits the handler's transaction: a commit
+	// that fails (rare) and the redelivery that follows count it twice.
+	if created.ID != uuid.Nil {
+		s.metrics.outcome(created)
 	}
 	s.log.DebugContext(ctx, "care occasion delivery", "tenant_id", tenant.String(), "occasion_id", occasion.String(),
 		"delivery_id", d.ID.String(), "status", d.Status, "reason", d.FailureReason)

@@ -32,6 +32,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -67,6 +68,8 @@ type testBundle struct {
 	smtp     *smtpServer
 	hook     *webhookServer
 	tenant   uuid.UUID
+	// metrics is the registry b.srv is instrumented on.
+	metrics *prometheus.Registry
 }
 
 type setupOpts struct {
@@ -103,6 +106,8 @@ func setup(t *testing.T, opts ...setupOpts) *testBundle {
 	}
 	b.srv, err = outreach.New(b.pool, b.sealer, cfg, b.clock.Now, nil)
 	require.NoError(t, err)
+	b.metrics = prometheus.NewRegistry()
+	require.NoError(t, b.srv.Instrument(b.metrics))
 	conn := grpcxtest.Serve(t, func(r grpc.ServiceRegistrar) {
 		b.srv.Register(r)
 		consent.NewServer(b.pool, b.clock.Now).Register(r)

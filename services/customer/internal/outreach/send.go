@@ -34,6 +34,9 @@ type sendRequest struct {
 	// FAILED delivery in the log (no_template, render_failed) rather than
 	// an error for a caller there is none of.
 	care *careOccasion
+	// created, when set, receives the delivery send stored (not one a
+	// request id found), for the caller to count once it commits.
+	created *store.Delivery
 }
 
 func (s *Server) SendOutreach(ctx context.Context, req *customerv1.SendOutreachRequest) (*customerv1.OutreachDelivery, error) {
@@ -63,14 +66,21 @@ func (s *Server) SendOutreach(ctx context.Context, req *customerv1.SendOutreachR
 			return nil, toStatus(err)
 		}
 	}
-	return idem.Do(ctx, s.pool, w.key(customerv1.OutreachService_SendOutreach_FullMethodName, req.GetRequestId()), req,
+	var created store.Delivery
+	r.created = &created
+	resp, err := idem.Do(ctx, s.pool, w.key(customerv1.OutreachService_SendOutreach_FullMethodName, req.GetRequestId()), req,
 		func(ctx context.Context, tx pgx.Tx) (*customerv1.OutreachDelivery, error) {
+			created = store.Delivery{}
 			d, err := s.send(ctx, tx, w, r)
 			if err != nil {
 				return nil, toStatus(err)
 			}
 			return deliveryToProto(d), nil
 		})
+	if err == nil && created.ID != uuid.Nil {
+		s.metrics.outcome(created) // committed: FAILED, REFUSED or DEFERRED at once
+	}
+	return resp, err
 }
 
 // send makes the delivery of r, in tx:
@@ -240,7 +250,11 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 	if err := auditSend(ctx, tx, w, r.requestID, d, contact, opened...); err != nil {
 		return store.Delivery{}, err
 	}
-	return s.insertDelivery(ctx, tx, d, now)
+	stored, err := s.insertDelivery(ctx, tx, d, now)
+	if err == nil && r.created != nil {
+		*r.created = stored
+	}
+	return stored, err
 }
 
 // deferrable reports whether a refusal only means "not now": quiet hours,

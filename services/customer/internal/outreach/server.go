@@ -74,6 +74,8 @@ type Server struct {
 	log      *slog.Logger
 	// jitter returns a random duration in [0, n]; tests may fix it.
 	jitter func(n time.Duration) time.Duration
+	// metrics, set by Instrument; nil records nothing.
+	metrics *metrics
 }
 
 // New returns a Server on pool (search_path the customer schema), opening

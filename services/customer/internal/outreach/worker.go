@@ -60,6 +60,11 @@ func (s *Server) sendDue(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		now := s.clock()
+		// The backlog is measured before claiming (a round ends with it
+		// drained), and again during a long round.
+		if err := s.refreshBacklog(ctx, now, total == 0); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "outreach backlog metrics not refreshed", "error", err)
+		}
 		claimed, err := s.store.Claim(ctx, s.pool, now, now.Add(s.cfg.SendTimeout+leaseSlack), claimBatch)
 		if err != nil {
 			return total, err
@@ -99,7 +104,7 @@ func (s *Server) recheckDeferred(ctx context.Context) error {
 	var errs []error
 	for ctx.Err() == nil {
 		now := s.clock()
-		var d store.Delivery
+		var d, outcome store.Delivery
 		found := false
 		err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 			var err error
@@ -111,7 +116,7 @@ func (s *Server) recheckDeferred(ctx context.Context) error {
 				return err
 			}
 			found = true
-			return s.recheck(ctx, tx, d, now)
+			return s.recheck(ctx, tx, d, now, &outcome)
 		})
 		switch {
 		case err != nil && found && ctx.Err() == nil:
@@ -123,13 +128,16 @@ func (s *Server) recheckDeferred(ctx context.Context) error {
 			return errors.Join(append(errs, err)...)
 		case !found:
 			return errors.Join(errs...)
+		default:
+			s.metrics.outcome(outcome) // committed; a release (QUEUED) counts when sent
 		}
 	}
 	return errors.Join(append(errs, ctx.Err())...)
 }
 
 // recheck is one deferred delivery's re-check, in tx (recheckDeferred).
-func (s *Server) recheck(ctx context.Context, tx pgx.Tx, d store.Delivery, now time.Time) error {
+// *outcome is the delivery as the re-check leaves it.
+func (s *Server) recheck(ctx context.Context, tx pgx.Tx, d store.Delivery, now time.Time, outcome *store.Delivery) error {
 	dec, _, err := s.governor.Reserve(ctx, tx, d.TenantID, WorkerActor, consent.Touch{
 		CustomerID: d.CustomerID, Channel: consent.Channel(d.Channel), Purpose: consent.Purpose(d.Purpose),
 		SourceService: SourceService, Reference: d.ID.String(),
@@ -139,7 +147,7 @@ func (s *Server) recheck(ctx context.Context, tx pgx.Tx, d store.Delivery, now t
 	}
 	switch {
 	case dec.Allowed:
-		_, err = s.store.ReleaseDeferred(ctx, tx, d, now)
+		*outcome, err = s.store.ReleaseDeferred(ctx, tx, d, now)
 		return err
 	case s.deferrable(dec, d.CreateTime):
 		// The governor's next allowed time lies ahead of a refusal;
@@ -148,13 +156,14 @@ func (s *Server) recheck(ctx context.Context, tx pgx.Tx, d store.Delivery, now t
 		if !next.After(now) {
 			next = now.Add(time.Second)
 		}
-		_, err = s.store.DeferAgain(ctx, tx, d, string(dec.Reason), next, now)
+		*outcome, err = s.store.DeferAgain(ctx, tx, d, string(dec.Reason), next, now)
 		return err
 	}
 	refused, err := s.store.RefuseDeferred(ctx, tx, d, refusedPrefix+string(dec.Reason), string(dec.Reason), dec.NextAllowed, now)
 	if err != nil {
 		return err
 	}
+	*outcome = refused
 	if err := outbox.Write(ctx, tx, failedEvent(refused, now)); err != nil {
 		return fmt.Errorf("write outreach event: %w", err)
 	}
@@ -177,7 +186,9 @@ func (s *Server) deliver(ctx context.Context, d store.Delivery) error {
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
+	start := time.Now()
 	providerID, sendErr := s.drivers[consent.Channel(d.Channel)].Send(sendCtx, msg)
+	s.metrics.attempt(d.Channel, time.Since(start), sendErr)
 	if sendErr != nil && ctx.Err() != nil {
 		return ctx.Err() // shutting down: the attempt counts, the lease brings it back
 	}
@@ -244,12 +255,16 @@ func uniq(a, b uuid.UUID) []uuid.UUID {
 //   - temporary error, none left: FAILED attempts_exhausted, OutreachFailed.
 func (s *Server) record(ctx context.Context, d store.Delivery, providerID string, sendErr error) error {
 	now := s.clock()
+	var (
+		next     store.Delivery
+		retryErr *SendError // a temporary failure with attempts left
+	)
 	err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
-			next  store.Delivery
 			event *outbox.Event
 			err   error
 		)
+		next, retryErr = store.Delivery{}, nil
 		if sendErr == nil {
 			next, err = s.store.MarkSent(ctx, tx, d, providerID, now)
 			if err == nil {
@@ -265,6 +280,7 @@ func (s *Server) record(ctx context.Context, d store.Delivery, providerID string
 				next, err = s.store.MarkFailed(ctx, tx, d, se.Code, ReasonAttemptsExhausted, now)
 			default:
 				_, err = s.store.MarkRetry(ctx, tx, d, se.Code, now.Add(s.backoff(d.Attempts)), now)
+				retryErr = se
 			}
 			if err == nil && next.Status == store.StatusFailed {
 				e := failedEvent(next, now)
@@ -281,10 +297,17 @@ func (s *Server) record(ctx context.Context, d store.Delivery, providerID string
 		}
 		return nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return nil
+	case err != nil:
+		return err
+	case retryErr != nil:
+		s.metrics.retry(d.Channel, retryErr.Code)
+	default:
+		s.metrics.outcome(next)
 	}
-	return err
+	return nil
 }
 
 // backoff is the wait after the attempts-th failed attempt: BackoffBase

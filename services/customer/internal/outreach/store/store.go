@@ -288,8 +288,9 @@ func (s *Store) AllDeliveries(ctx context.Context, db DB, tenantID, customerID u
 	return deliveriesFromRows(rows), nil
 }
 
-// Claim claims up to limit deliveries due at now, of any tenant: their
-// attempt is counted and they are leased until leaseUntil.
+// Claim claims up to limit deliveries due at now, fairly across tenants
+// (every tenant's oldest due delivery before any tenant's second; see the
+// query): their attempt is counted and they are leased until leaseUntil.
 func (s *Store) Claim(ctx context.Context, db DB, now, leaseUntil time.Time, limit int) ([]Delivery, error) {
 	rows, err := s.q.OutreachDeliveryClaim(ctx, db, dbgen.OutreachDeliveryClaimParams{
 		LeaseUntil: ts(leaseUntil), Now: now, RowLimit: int32(limit), //nolint:gosec // bounded by the caller
@@ -298,6 +299,27 @@ func (s *Store) Claim(ctx context.Context, db DB, now, leaseUntil time.Time, lim
 		return nil, interpret("claim outreach deliveries", err)
 	}
 	return deliveriesFromRows(rows), nil
+}
+
+// Backlog is one channel's queued deliveries due and not leased.
+type Backlog struct {
+	Channel string
+	Count   int64
+	Oldest  time.Time // the oldest due time
+}
+
+// DueBacklog returns, per channel with any, the queued deliveries due at
+// now that no worker holds.
+func (s *Store) DueBacklog(ctx context.Context, db DB, now time.Time) ([]Backlog, error) {
+	rows, err := s.q.OutreachDeliveryDueBacklog(ctx, db, ts(now))
+	if err != nil {
+		return nil, interpret("count due outreach deliveries", err)
+	}
+	out := make([]Backlog, len(rows))
+	for i, r := range rows {
+		out[i] = Backlog{Channel: r.Channel, Count: r.Due, Oldest: r.Oldest.UTC()}
+	}
+	return out, nil
 }
 
 // MarkSent records d (claimed with d.Attempts) as sent at now; ErrNotFound

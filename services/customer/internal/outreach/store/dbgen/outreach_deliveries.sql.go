@@ -47,15 +47,41 @@ func (q *Queries) OutreachCustomerContact(ctx context.Context, db DBTX, arg Outr
 }
 
 const outreachDeliveryClaim = `-- name: OutreachDeliveryClaim :many
+WITH RECURSIVE tenants AS (
+    (SELECT q.tenant_id FROM outreach_deliveries q
+     WHERE q.status = 'queued'
+     ORDER BY q.tenant_id
+     LIMIT 1)
+    UNION ALL
+    SELECT (SELECT q.tenant_id FROM outreach_deliveries q
+            WHERE q.status = 'queued' AND q.tenant_id > t.tenant_id
+            ORDER BY q.tenant_id
+            LIMIT 1)
+    FROM tenants t
+    WHERE t.tenant_id IS NOT NULL
+),
+candidates AS (
+    SELECT c.tenant_id, c.id, c.next_attempt_time,
+           row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.next_attempt_time, c.id) AS turn
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT q.tenant_id, q.id, q.next_attempt_time FROM outreach_deliveries q
+        WHERE q.status = 'queued' AND q.tenant_id = t.tenant_id AND q.next_attempt_time <= $2
+        ORDER BY q.next_attempt_time, q.id
+        LIMIT $3
+    ) c
+),
+due AS (
+    SELECT o.tenant_id, o.id FROM candidates c
+    JOIN outreach_deliveries o ON o.tenant_id = c.tenant_id AND o.id = c.id
+    WHERE o.status = 'queued' AND o.next_attempt_time <= $2
+    ORDER BY c.turn, c.next_attempt_time, c.id
+    LIMIT $3
+    FOR UPDATE OF o SKIP LOCKED
+)
 UPDATE outreach_deliveries d
 SET attempts = d.attempts + 1, next_attempt_time = $1, update_time = $2
-FROM (
-    SELECT tenant_id, id FROM outreach_deliveries
-    WHERE status = 'queued' AND next_attempt_time <= $2
-    ORDER BY next_attempt_time
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-) due
+FROM due
 WHERE d.tenant_id = due.tenant_id AND d.id = due.id
 RETURNING d.tenant_id, d.id, d.customer_id, d.sealed_customer_id, d.template_id, d.template_key, d.channel, d.purpose, d.locale, d.status, d.content_sealed, d.attempts, d.next_attempt_time, d.last_error_code, d.failure_reason, d.refusal_reason, d.next_allowed_time, d.provider_message_id, d.request_id, d.version, d.create_time, d.update_time, d.send_time
 `
@@ -66,9 +92,26 @@ type OutreachDeliveryClaimParams struct {
 	RowLimit   int32
 }
 
-// Claims up to row_limit due deliveries of any tenant: each attempt is
-// counted now and the delivery leased until lease_until, so another worker
-// skips it (SKIP LOCKED while this transaction runs, the lease after).
+// Claims up to row_limit due deliveries, fairly across tenants: each
+// attempt is counted now and the delivery leased until lease_until, so
+// another worker skips it (SKIP LOCKED while this transaction runs, the
+// lease after).
+//
+// Fair: the batch takes every tenant's oldest due delivery before anyone's
+// second (turn, then due time: among tenants, the one waiting longest goes
+// first), so one tenant's backlog of 100k cannot hold back another's two.
+//
+//	tenants:    the tenants with a queued delivery, by a loose index scan
+//	            (one probe per tenant) of outreach_deliveries_queued_tenant
+//	            (tenant_id, next_attempt_time) WHERE status = 'queued'.
+//	candidates: per tenant (LATERAL), its first row_limit due deliveries
+//	            by due time, a range scan of the same index, numbered
+//	            (turn); nothing locked yet. Cost: at most row_limit index
+//	            entries per tenant with a queued delivery.
+//	due:        the first row_limit candidates by (turn, due time), locked
+//	            FOR UPDATE SKIP LOCKED in that order: a candidate another
+//	            worker holds is skipped for the next, and one it claimed
+//	            meanwhile fails the re-checked WHERE (its lease is ahead).
 func (q *Queries) OutreachDeliveryClaim(ctx context.Context, db DBTX, arg OutreachDeliveryClaimParams) ([]OutreachDelivery, error) {
 	rows, err := db.Query(ctx, outreachDeliveryClaim, arg.LeaseUntil, arg.Now, arg.RowLimit)
 	if err != nil {
@@ -165,6 +208,42 @@ func (q *Queries) OutreachDeliveryDeferAgain(ctx context.Context, db DBTX, arg O
 		&i.SendTime,
 	)
 	return i, err
+}
+
+const outreachDeliveryDueBacklog = `-- name: OutreachDeliveryDueBacklog :many
+SELECT channel, count(*) AS due, min(next_attempt_time)::timestamptz AS oldest
+FROM outreach_deliveries
+WHERE status = 'queued' AND next_attempt_time <= $1
+GROUP BY channel
+`
+
+type OutreachDeliveryDueBacklogRow struct {
+	Channel string
+	Due     int64
+	Oldest  time.Time
+}
+
+// Per channel, the queued deliveries due at now and not leased (a claimed
+// one's next attempt time is its lease, ahead of now), and the oldest due
+// time: the metrics' view of the worker's lag.
+func (q *Queries) OutreachDeliveryDueBacklog(ctx context.Context, db DBTX, now pgtype.Timestamptz) ([]OutreachDeliveryDueBacklogRow, error) {
+	rows, err := db.Query(ctx, outreachDeliveryDueBacklog, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []OutreachDeliveryDueBacklogRow
+	for rows.Next() {
+		var i OutreachDeliveryDueBacklogRow
+		if err := rows.Scan(&i.Channel, &i.Due, &i.Oldest); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const outreachDeliveryFailPending = `-- name: OutreachDeliveryFailPending :many
