@@ -18,7 +18,9 @@ SELECT unnest(@ids::uuid[]), unnest(@occur_times::timestamptz[]), unnest(@method
 --      owner, and a made-up id that no key has matches no tenant. A refusal
 --      dated before the key's creation cannot be about that key and is not
 --      attributed (it would need an id guessed before it was issued).
--- Each branch is ordered and limited on its own index, then merged.
+-- Each branch is ordered and limited on its own index, then merged; the
+-- second one per key (LATERAL), so a flood of bad secrets on one key costs a
+-- page per key, not a sort of the whole flood.
 -- name: AuthFailuresList :many
 SELECT * FROM (
     (SELECT f.id, f.occur_time, f.method, f.code, f.request_id, f.credential, f.api_key_id, f.subject
@@ -33,13 +35,17 @@ SELECT * FROM (
     UNION ALL
     (SELECT f.id, f.occur_time, f.method, f.code, f.request_id, f.credential, f.api_key_id, f.subject
      FROM api_keys k
-     JOIN auth_failures f ON f.api_key_id = k.id AND f.tenant_id IS NULL AND f.occur_time >= k.create_time
+     CROSS JOIN LATERAL (
+         SELECT f.* FROM auth_failures f
+         WHERE f.api_key_id = k.id AND f.tenant_id IS NULL AND f.occur_time >= k.create_time
+           AND f.code = 'unauthenticated'
+           AND (sqlc.narg(since)::timestamptz IS NULL OR f.occur_time >= sqlc.narg(since)::timestamptz)
+           AND (sqlc.narg(code)::text IS NULL OR f.code = sqlc.narg(code)::text)
+           AND (sqlc.narg(after_time)::timestamptz IS NULL
+                OR (f.occur_time, f.id) < (sqlc.narg(after_time)::timestamptz, sqlc.narg(after_id)::uuid))
+         ORDER BY f.occur_time DESC, f.id DESC
+         LIMIT @row_limit) f
      WHERE k.tenant_id = @tenant_id::uuid
-       AND f.code = 'unauthenticated'
-       AND (sqlc.narg(since)::timestamptz IS NULL OR f.occur_time >= sqlc.narg(since)::timestamptz)
-       AND (sqlc.narg(code)::text IS NULL OR f.code = sqlc.narg(code)::text)
-       AND (sqlc.narg(after_time)::timestamptz IS NULL
-            OR (f.occur_time, f.id) < (sqlc.narg(after_time)::timestamptz, sqlc.narg(after_id)::uuid))
      ORDER BY f.occur_time DESC, f.id DESC
      LIMIT @row_limit)
 ) AS mine

@@ -64,13 +64,17 @@ SELECT id, occur_time, method, code, request_id, credential, api_key_id, subject
     UNION ALL
     (SELECT f.id, f.occur_time, f.method, f.code, f.request_id, f.credential, f.api_key_id, f.subject
      FROM api_keys k
-     JOIN auth_failures f ON f.api_key_id = k.id AND f.tenant_id IS NULL AND f.occur_time >= k.create_time
+     CROSS JOIN LATERAL (
+         SELECT f.id, f.occur_time, f.method, f.code, f.request_id, f.credential, f.api_key_id, f.tenant_id, f.subject FROM auth_failures f
+         WHERE f.api_key_id = k.id AND f.tenant_id IS NULL AND f.occur_time >= k.create_time
+           AND f.code = 'unauthenticated'
+           AND ($2::timestamptz IS NULL OR f.occur_time >= $2::timestamptz)
+           AND ($3::text IS NULL OR f.code = $3::text)
+           AND ($4::timestamptz IS NULL
+                OR (f.occur_time, f.id) < ($4::timestamptz, $5::uuid))
+         ORDER BY f.occur_time DESC, f.id DESC
+         LIMIT $6) f
      WHERE k.tenant_id = $1::uuid
-       AND f.code = 'unauthenticated'
-       AND ($2::timestamptz IS NULL OR f.occur_time >= $2::timestamptz)
-       AND ($3::text IS NULL OR f.code = $3::text)
-       AND ($4::timestamptz IS NULL
-            OR (f.occur_time, f.id) < ($4::timestamptz, $5::uuid))
      ORDER BY f.occur_time DESC, f.id DESC
      LIMIT $6)
 ) AS mine
@@ -110,7 +114,9 @@ type AuthFailuresListRow struct {
 //     dated before the key's creation cannot be about that key and is not
 //     attributed (it would need an id guessed before it was issued).
 //
-// Each branch is ordered and limited on its own index, then merged.
+// Each branch is ordered and limited on its own index, then merged; the
+// second one per key (LATERAL), so a flood of bad secrets on one key costs a
+// page per key, not a sort of the whole flood.
 func (q *Queries) AuthFailuresList(ctx context.Context, db DBTX, arg AuthFailuresListParams) ([]AuthFailuresListRow, error) {
 	rows, err := db.Query(ctx, authFailuresList,
 		arg.TenantID,
