@@ -33,6 +33,17 @@
 // included. A key can therefore create keys only if it holds the admin role
 // itself, and such a key can mint more admin keys: grant admin to a key only
 // where a person would have it.
+//
+// # Refused calls
+//
+// AuthFailureLog writes every call the gRPC chain refuses to auth_failures;
+// ListAuthFailures shows an admin the refusals of their own tenant. A
+// refusal has a tenant only when something verified names it: the principal
+// of an authorization refusal, or, for an authentication refusal, an API key
+// id that one of the tenant's keys has (ids are unique across tenants, so at
+// most one tenant owns it; an id no key has is shown to nobody). Refusals
+// without a credential or with a bad JWT belong to no tenant: a JWT that
+// failed verification may claim any tenant.
 package apikey
 
 import (

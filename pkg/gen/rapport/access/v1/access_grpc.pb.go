@@ -37,7 +37,8 @@ const (
 // the request. Only admins manage keys; an API key can manage keys only if it
 // holds the admin role itself. A key is shown once, when it is created: only
 // a hash of its secret is kept. A revoked key stops working within the
-// verifier's cache TTL (30 s by default).
+// verifier's cache TTL (30 s by default). Admins can also read the calls
+// refused for their tenant (ListAuthFailures).
 type AccessServiceClient interface {
 	// CreateApiKey issues a key for the caller's tenant with the given roles
 	// and returns it, the only time its secret is shown.
@@ -135,7 +136,8 @@ func (c *accessServiceClient) ListAuthFailures(ctx context.Context, in *ListAuth
 // the request. Only admins manage keys; an API key can manage keys only if it
 // holds the admin role itself. A key is shown once, when it is created: only
 // a hash of its secret is kept. A revoked key stops working within the
-// verifier's cache TTL (30 s by default).
+// verifier's cache TTL (30 s by default). Admins can also read the calls
+// refused for their tenant (ListAuthFailures).
 type AccessServiceServer interface {
 	// CreateApiKey issues a key for the caller's tenant with the given roles
 	// and returns it, the only time its secret is shown.
