@@ -23,6 +23,9 @@
 //     lease, and the same delivery id travels with every attempt (the
 //     webhook-id header; the email's Message-Id), so a provider can drop a
 //     retry of a message it already took.
+//   - Claims are fair across tenants: a batch takes every tenant's oldest
+//     due delivery before any tenant's second (store: OutreachDeliveryClaim),
+//     so one tenant's large backlog does not delay the others' messages.
 //   - Every status change that ends a delivery commits with its event
 //     (OutreachSent, OutreachFailed) in one transaction.
 //   - A due care occasion (rapport.customer.care.due) whose kind has a
