@@ -38,7 +38,8 @@ type AuthFailureLogConfig struct {
 // Record never blocks the refused call and never touches the database: a
 // flood of bad credentials must not become a flood of inserts on the
 // calls' goroutines. It queues into a bounded buffer; Run drains it with one
-// INSERT per batch. When the buffer is full (a flood faster than the
+// INSERT per batch, and prunes rows older than AuthFailureRetention. When
+// the buffer is full (a flood faster than the
 // database), a refusal is dropped, counted (Dropped) and the count logged:
 // the log is exact up to that bound. On shutdown Run writes what is queued.
 type AuthFailureLog struct {
@@ -134,8 +135,13 @@ func (l *AuthFailureLog) Written() int64 {
 // Run writes queued refusals until ctx ends, then writes what is left.
 func (l *AuthFailureLog) Run(ctx context.Context) error {
 	var reported uint64
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	l.Prune(ctx)
 	for {
 		select {
+		case <-prune.C:
+			l.Prune(ctx)
 		case <-ctx.Done():
 			// Drain what is queued, bounded: the process is stopping.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -155,6 +161,31 @@ func (l *AuthFailureLog) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// AuthFailureRetention is how long refused calls are kept; the table's
+// trigger refuses to delete anything younger.
+const AuthFailureRetention = 90 * 24 * time.Hour
+
+// Prune deletes the refusals older than AuthFailureRetention, in batches,
+// and returns how many went. Run calls it hourly; a failure is logged and
+// retried at the next hour.
+func (l *AuthFailureLog) Prune(ctx context.Context) int64 {
+	var total int64
+	for ctx.Err() == nil {
+		n, err := l.q.AuthFailuresPrune(ctx, l.pool)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.log.WarnContext(ctx, "prune auth failures", "err", err)
+			}
+			return total
+		}
+		total += n
+		if n == 0 {
+			return total
+		}
+	}
+	return total
 }
 
 // take adds what is queued to batch, up to the batch size, without waiting.

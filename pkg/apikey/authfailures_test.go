@@ -118,3 +118,32 @@ func TestAuthFailureLogDropsWhenFull(t *testing.T) {
 	require.Equal(t, uint64(3), l.Dropped())
 	require.Len(t, l.queue, 2)
 }
+
+// TestAuthFailureRetention: refusals older than the retention are pruned;
+// younger ones stay, and nobody can delete them.
+func TestAuthFailureRetention(t *testing.T) {
+	t.Parallel()
+	pool := pgdbtest.NewPool(t, pgdbtest.Spec{Schema: Schema, Migrations: Migrations()})
+	ctx := context.Background()
+	old, young := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	for id, age := range map[uuid.UUID]time.Duration{old: AuthFailureRetention + time.Hour, young: AuthFailureRetention - time.Hour} {
+		_, err := pool.Exec(ctx, `INSERT INTO auth_failures (id, occur_time, method, code, request_id, credential)
+			VALUES ($1, now() - $2::interval, '/m', 'unauthenticated', 'r', 'none')`, id, age.String())
+		require.NoError(t, err)
+	}
+	l := NewAuthFailureLog(pool, AuthFailureLogConfig{})
+	require.Equal(t, int64(1), l.Prune(ctx))
+	require.Zero(t, l.Prune(ctx), "nothing more to prune")
+	var left []uuid.UUID
+	rows, err := pool.Query(ctx, `SELECT id FROM auth_failures`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id uuid.UUID
+		require.NoError(t, rows.Scan(&id))
+		left = append(left, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []uuid.UUID{young}, left)
+	_, err = pool.Exec(ctx, `DELETE FROM auth_failures WHERE id = $1`, young)
+	require.ErrorContains(t, err, "append-only", "a young row cannot be deleted")
+}

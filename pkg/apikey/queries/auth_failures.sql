@@ -51,3 +51,11 @@ SELECT * FROM (
 ) AS mine
 ORDER BY occur_time DESC, id DESC
 LIMIT @row_limit;
+
+-- AuthFailuresPrune deletes a batch of the refusals older than the 90 days
+-- kept (the table's trigger refuses any younger), oldest first.
+-- name: AuthFailuresPrune :execrows
+DELETE FROM auth_failures
+WHERE id IN (SELECT f.id FROM auth_failures f
+             WHERE f.occur_time < now() - interval '90 days'
+             ORDER BY f.occur_time LIMIT 5000);

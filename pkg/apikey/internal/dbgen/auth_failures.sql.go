@@ -152,3 +152,20 @@ func (q *Queries) AuthFailuresList(ctx context.Context, db DBTX, arg AuthFailure
 	}
 	return items, nil
 }
+
+const authFailuresPrune = `-- name: AuthFailuresPrune :execrows
+DELETE FROM auth_failures
+WHERE id IN (SELECT f.id FROM auth_failures f
+             WHERE f.occur_time < now() - interval '90 days'
+             ORDER BY f.occur_time LIMIT 5000)
+`
+
+// AuthFailuresPrune deletes a batch of the refusals older than the 90 days
+// kept (the table's trigger refuses any younger), oldest first.
+func (q *Queries) AuthFailuresPrune(ctx context.Context, db DBTX) (int64, error) {
+	result, err := db.Exec(ctx, authFailuresPrune)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
