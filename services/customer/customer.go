@@ -147,6 +147,9 @@ func New(_ context.Context, deps service.Deps, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
+	if err := out.Instrument(deps.Registerer); err != nil {
+		return nil, fmt.Errorf("%s: outreach metrics: %w", Name, err)
+	}
 	insights := insight.NewServer(deps.Pool, deps.Now)
 	insights.Logger = deps.Logger
 
