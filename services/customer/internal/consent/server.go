@@ -2,11 +2,10 @@ package consent
 
 import (
 	"context"
-	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rapporthq/rapport/pkg/authn"
@@ -477,30 +475,26 @@ func customerNotFound() error {
 	return st.Err()
 }
 
-// Page tokens of ListConsentEvents carry the customer and the last version
-// of the page, so a token is refused for another customer.
+// Page tokens of ListConsentEvents are grpcx page tokens: the customer's
+// fingerprint (a token is refused for another customer) and the last
+// version of the page.
+func eventsPageFilter(customer uuid.UUID) string { return "consent_events:" + customer.String() }
+
 func encodeEventsPageToken(customer uuid.UUID, last int64) string {
-	tok := &customerv1.ListConsentEventsRequest{CustomerId: customer.String(), PageToken: strconv.FormatInt(last, 10)}
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(tok)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return grpcx.EncodePageToken(eventsPageFilter(customer), binary.BigEndian.AppendUint64(nil, uint64(last))) //nolint:gosec // a version, positive
 }
 
 func decodeEventsPageToken(s string, customer uuid.UUID) (int64, error) {
-	bad := errors.New("is not a token from this API")
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	pos, err := grpcx.DecodePageToken(s, eventsPageFilter(customer))
 	if err != nil {
-		return 0, bad
+		return 0, err
 	}
-	tok := &customerv1.ListConsentEventsRequest{}
-	if err := proto.Unmarshal(b, tok); err != nil {
-		return 0, bad
+	if len(pos) != 8 {
+		return 0, errors.New("is not a token from this API")
 	}
-	v, err := strconv.ParseInt(tok.GetPageToken(), 10, 64)
-	if err != nil || v <= 0 {
-		return 0, bad
-	}
-	if tok.GetCustomerId() != customer.String() {
-		return 0, errors.New("was issued for another customer")
+	v := int64(binary.BigEndian.Uint64(pos)) //nolint:gosec // written from an int64
+	if v <= 0 {
+		return 0, errors.New("is not a token from this API")
 	}
 	return v, nil
 }

@@ -2,12 +2,10 @@ package privacy
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"slices"
 
 	"github.com/google/uuid"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rapporthq/rapport/pkg/authn"
@@ -81,30 +79,22 @@ func auditToProto(r store.AuditEntry) *customerv1.AuditEvent {
 	return e
 }
 
-// Page tokens carry the last id of the page and the customer filter, so a
-// token is refused with another filter.
+// Page tokens are grpcx page tokens: the customer filter's fingerprint (a
+// token is refused with another filter) and the last id of the page.
+func auditPageFilter(customer string) string { return "audit_events:" + customer }
+
 func encodeAuditPageToken(last uuid.UUID, customer string) string {
-	tok := &customerv1.ListAuditEventsRequest{CustomerId: customer, PageToken: last.String()}
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(tok)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return grpcx.EncodePageToken(auditPageFilter(customer), last[:])
 }
 
 func decodeAuditPageToken(s, customer string) (uuid.UUID, error) {
-	bad := errors.New("is not a token from this API")
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	pos, err := grpcx.DecodePageToken(s, auditPageFilter(customer))
 	if err != nil {
-		return uuid.Nil, bad
+		return uuid.Nil, err
 	}
-	tok := &customerv1.ListAuditEventsRequest{}
-	if err := proto.Unmarshal(b, tok); err != nil {
-		return uuid.Nil, bad
-	}
-	id, err := uuid.Parse(tok.GetPageToken())
+	id, err := uuid.FromBytes(pos)
 	if err != nil {
-		return uuid.Nil, bad
-	}
-	if tok.GetCustomerId() != customer {
-		return uuid.Nil, errors.New("was issued for another customer_id; repeat the first request's filter")
+		return uuid.Nil, errors.New("is not a token from this API")
 	}
 	return id, nil
 }
