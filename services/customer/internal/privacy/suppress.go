@@ -81,10 +81,10 @@ func (s *Suppressions) address(ctx context.Context, db store.DB, tenant uuid.UUI
 	if v == "" {
 		return false, nil
 	}
-	if _, err := s.sealer.LoadTenant(ctx, db, tenant); errors.Is(err, pii.ErrNoTenantKeys) {
+	kind, fp, err := fingerprint(ctx, s.sealer, db, tenant, col, v)
+	if errors.Is(err, pii.ErrNoTenantKeys) {
 		return false, nil // the tenant never stored anyone, so never erased anyone
 	}
-	kind, fp, err := fingerprint(ctx, s.sealer, db, tenant, col, v)
 	if err != nil {
 		return false, err
 	}
