@@ -29,6 +29,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/authz"
 	accessv1 "github.com/rapporthq/rapport/pkg/gen/rapport/access/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 )
@@ -49,7 +50,7 @@ var spec = pgdbtest.Spec{Schema: apikey.Schema, Migrations: apikey.Migrations()}
 type testBundle struct {
 	dbURL    string
 	pool     *pgxpool.Pool
-	clock    *fakeClock
+	clock    *grpcxtest.Clock
 	verifier *apikey.Verifier
 	client   accessv1.AccessServiceClient
 	logs     *logBuffer
@@ -70,7 +71,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	}
 	b := &testBundle{
 		dbURL:   pgdbtest.NewDatabase(t, spec),
-		clock:   &fakeClock{t: time.Now().UTC()},
+		clock:   grpcxtest.NewClock(time.Now().UTC()),
 		logs:    &logBuffer{},
 		queries: &queryCounter{},
 	}
@@ -181,23 +182,6 @@ func requireField(tb testing.TB, err error, field string) {
 		}
 	}
 	tb.Fatalf("no violation on %s; got %v (%v)", field, fields, err)
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // queryCounter is a pgx tracer counting statements by their sqlc name.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/ratelimit"
 )
 
@@ -50,24 +51,6 @@ func keyFromMetadata(ctx context.Context) (tenant, principal string, ok bool) {
 	return t[0], p[0], true
 }
 
-// clock is the injected time; tests advance it instead of sleeping.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // customers answers GetCustomer with the id it was asked for.
 type customers struct {
 	customerv1.UnimplementedCustomerServiceServer
@@ -80,7 +63,7 @@ func (s *customers) GetCustomer(_ context.Context, req *customerv1.GetCustomerRe
 }
 
 type testBundle struct {
-	clock   *clock
+	clock   *grpcxtest.Clock
 	limiter *ratelimit.Limiter
 	service *customers
 	conn    *grpc.ClientConn
@@ -91,7 +74,7 @@ type testBundle struct {
 // 127.0.0.1:0 listener. cfg.Now is replaced by the bundle's clock.
 func setup(t testing.TB, cfg ratelimit.Config) *testBundle {
 	t.Helper()
-	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clk := grpcxtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	cfg.Now = clk.Now
 	lim := ratelimit.New(cfg)
 
@@ -333,8 +316,8 @@ func intercept(t testing.TB, lim *ratelimit.Limiter, tenant, principal string) e
 func TestEviction(t *testing.T) {
 	t.Parallel()
 
-	newLimiter := func(cfg ratelimit.Config) (*ratelimit.Limiter, *clock) {
-		clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	newLimiter := func(cfg ratelimit.Config) (*ratelimit.Limiter, *grpcxtest.Clock) {
+		clk := grpcxtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 		cfg.Now = clk.Now
 		return ratelimit.New(cfg), clk
 	}
