@@ -168,15 +168,20 @@ func (s *Server) CreateOutreachTemplate(ctx context.Context, req *customerv1.Cre
 	}
 	return idem.Do(ctx, s.pool, w.key(customerv1.OutreachService_CreateOutreachTemplate_FullMethodName, req.GetRequestId()), req,
 		func(ctx context.Context, tx pgx.Tx) (*customerv1.OutreachTemplate, error) {
-			stored, err := s.store.InsertTemplate(ctx, tx, t)
-			if errors.Is(err, store.ErrConflict) {
-				return nil, toStatus(errKeyTaken)
-			}
-			if err != nil {
-				return nil, err
-			}
-			return templateToProto(stored), nil
+			return storedTemplate(s.store.InsertTemplate(ctx, tx, t))
 		})
+}
+
+// storedTemplate is the answer to a template write: the stored template,
+// or errKeyTaken's status when its key is another template's.
+func storedTemplate(t store.Template, err error) (*customerv1.OutreachTemplate, error) {
+	if errors.Is(err, store.ErrConflict) {
+		return nil, toStatus(errKeyTaken)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return templateToProto(t), nil
 }
 
 func (s *Server) GetOutreachTemplate(ctx context.Context, req *customerv1.GetOutreachTemplateRequest) (*customerv1.OutreachTemplate, error) {
@@ -269,14 +274,7 @@ func (s *Server) UpdateOutreachTemplate(ctx context.Context, req *customerv1.Upd
 				return nil, toStatus(err)
 			}
 			next.UpdateTime = s.clock()
-			stored, err := s.store.UpdateTemplate(ctx, tx, next)
-			if errors.Is(err, store.ErrConflict) {
-				return nil, toStatus(errKeyTaken)
-			}
-			if err != nil {
-				return nil, err
-			}
-			return templateToProto(stored), nil
+			return storedTemplate(s.store.UpdateTemplate(ctx, tx, next))
 		})
 }
 
