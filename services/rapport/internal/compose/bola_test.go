@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
@@ -18,6 +19,13 @@ type world struct {
 	yCustomer *customerv1.Customer
 	yTenantID string
 	xTenantID string
+}
+
+// notFound is the answer a cross-tenant call must get: NOT_FOUND, never
+// the object and never a hint that it exists.
+func notFound(t *testing.T, err error) {
+	t.Helper()
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 }
 
 // TestSEC01CrossTenantAccess: for every registered RPC, tenant X's admin

@@ -6,8 +6,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -18,10 +16,6 @@ import (
 // (see consentCases for why).
 func careCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	c := customerv1.NewCareServiceClient(b.grpcConn)
-	notFound := func(t *testing.T, err error) {
-		t.Helper()
-		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	}
 	plan := func(t *testing.T, token, customerID string) *customerv1.CarePlan {
 		t.Helper()
 		p, err := c.CreateCarePlan(authCtx(token), &customerv1.CreateCarePlanRequest{CustomerId: customerID,

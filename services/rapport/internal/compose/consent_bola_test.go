@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -20,10 +18,6 @@ import (
 func consentCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	c := customerv1.NewConsentServiceClient(b.grpcConn)
 	email, marketing := customerv1.ContactChannel_CONTACT_CHANNEL_EMAIL, customerv1.ContactPurpose_CONTACT_PURPOSE_MARKETING
-	notFound := func(t *testing.T, err error) {
-		t.Helper()
-		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	}
 	grant := func(t *testing.T, token, customerID string) *customerv1.SetConsentResponse {
 		t.Helper()
 		resp, err := c.SetConsent(authCtx(token), &customerv1.SetConsentRequest{CustomerId: customerID,

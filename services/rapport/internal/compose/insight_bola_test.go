@@ -6,8 +6,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
@@ -59,7 +57,7 @@ func insightCases(b *testBundle) map[string]func(t *testing.T, w world) {
 			buy(t, w.y, w.yCustomer.GetId())
 			refresh(t, w.y)
 			_, err := in.ListRecommendations(authCtx(w.x), &customerv1.ListRecommendationsRequest{CustomerId: w.yCustomer.GetId()})
-			require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+			notFound(t, err)
 			_, err = in.ListRecommendations(authCtx(w.y), &customerv1.ListRecommendationsRequest{CustomerId: w.yCustomer.GetId()})
 			require.NoError(t, err, "Y reaches its own customer: the case is not vacuous")
 		},

@@ -5,8 +5,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
@@ -18,10 +16,6 @@ import (
 // sends to, reads or lists Y's customer's.
 func outreachCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	c := customerv1.NewOutreachServiceClient(b.grpcConn)
-	notFound := func(t *testing.T, err error) {
-		t.Helper()
-		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	}
 	template := func(t *testing.T, token string) *customerv1.OutreachTemplate {
 		t.Helper()
 		tpl, err := c.CreateOutreachTemplate(authCtx(token), &customerv1.CreateOutreachTemplateRequest{

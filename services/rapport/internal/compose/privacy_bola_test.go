@@ -5,8 +5,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
@@ -18,10 +16,6 @@ import (
 func privacyCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	p := customerv1.NewPrivacyServiceClient(b.grpcConn)
 	c := customerv1.NewCustomerServiceClient(b.grpcConn)
-	notFound := func(t *testing.T, err error) {
-		t.Helper()
-		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	}
 	return map[string]func(t *testing.T, w world){
 		customerv1.PrivacyService_ExportCustomer_FullMethodName: func(t *testing.T, w world) {
 			_, err := p.ExportCustomer(authCtx(w.x), &customerv1.ExportCustomerRequest{CustomerId: w.yCustomer.GetId()})

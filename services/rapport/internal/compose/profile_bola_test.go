@@ -37,7 +37,7 @@ func profileCases(b *testBundle) map[string]func(t *testing.T, w world) {
 		customerv1.CustomerService_FindDuplicateCustomers_FullMethodName: func(t *testing.T, w world) {
 			twin := create(t, w.y, &customerv1.Customer{DisplayName: "Twin", Email: w.yCustomer.GetEmail()})
 			_, err := c.FindDuplicateCustomers(authCtx(w.x), &customerv1.FindDuplicateCustomersRequest{CustomerId: w.yCustomer.GetId()})
-			require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+			notFound(t, err)
 			// X's own customer with Y's email has no duplicates in Y.
 			mine := create(t, w.x, &customerv1.Customer{DisplayName: "Mine", Email: w.yCustomer.GetEmail()})
 			resp, err := c.FindDuplicateCustomers(authCtx(w.x), &customerv1.FindDuplicateCustomersRequest{CustomerId: mine.GetId()})

@@ -6,8 +6,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -22,10 +20,6 @@ func eur(minor int64) *typev1.Money { return &typev1.Money{CurrencyCode: "EUR", 
 func purchaseCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	p := customerv1.NewPurchaseServiceClient(b.grpcConn)
 	sg := customerv1.NewSegmentServiceClient(b.grpcConn)
-	notFound := func(t *testing.T, err error) {
-		t.Helper()
-		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	}
 	buy := func(t *testing.T, token, customerID string) *customerv1.Purchase {
 		t.Helper()
 		got, err := p.RecordPurchase(authCtx(token), &customerv1.RecordPurchaseRequest{CustomerId: customerID,

@@ -4,8 +4,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
@@ -14,10 +12,6 @@ import (
 // over gRPC (see consentCases for why).
 func timelineCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	c := customerv1.NewTimelineServiceClient(b.grpcConn)
-	notFound := func(t *testing.T, err error) {
-		t.Helper()
-		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	}
 	logCall := func(t *testing.T, token, customerID string) *customerv1.Interaction {
 		t.Helper()
 		got, err := c.CreateInteraction(authCtx(token), &customerv1.CreateInteractionRequest{CustomerId: customerID,
