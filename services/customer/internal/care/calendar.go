@@ -335,11 +335,9 @@ func (a *careAPI) ListCareOccasions(ctx context.Context, req *customerv1.ListCar
 			return nil, err
 		}
 		filter = "occasions:customer:" + customerID.String() + ":" + kind
-		var before store.Cursor
-		if tok := req.GetPageToken(); tok != "" {
-			if before, err = decodePageToken(tok, filter); err != nil {
-				return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
-			}
+		before, err := decodePageToken(req.GetPageToken(), filter)
+		if err != nil {
+			return nil, err
 		}
 		ok, err := a.s.store.CustomerExists(ctx, a.s.pool, tenant, customerID)
 		if err != nil {
@@ -357,11 +355,9 @@ func (a *careAPI) ListCareOccasions(ctx context.Context, req *customerv1.ListCar
 			return nil, toStatus(err)
 		}
 		filter = "occasions:range:" + req.GetStartDate() + ":" + req.GetEndDate() + ":" + kind
-		var after store.Cursor
-		if tok := req.GetPageToken(); tok != "" {
-			if after, err = decodePageToken(tok, filter); err != nil {
-				return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
-			}
+		after, err := decodePageToken(req.GetPageToken(), filter)
+		if err != nil {
+			return nil, err
 		}
 		if rows, err = a.s.store.OccasionsBetween(ctx, a.s.pool, tenant, start, end, kind, after, size+1); err != nil {
 			return nil, err

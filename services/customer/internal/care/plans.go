@@ -147,11 +147,9 @@ func (a *careAPI) ListCarePlans(ctx context.Context, req *customerv1.ListCarePla
 	}
 	size := grpcx.PageSize(req.GetPageSize())
 	filter := "care-plans:" + customerID.String()
-	var before store.Cursor
-	if tok := req.GetPageToken(); tok != "" {
-		if before, err = decodePageToken(tok, filter); err != nil {
-			return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
-		}
+	before, err := decodePageToken(req.GetPageToken(), filter)
+	if err != nil {
+		return nil, err
 	}
 	ok, err := a.s.store.CustomerExists(ctx, a.s.pool, tenant, customerID)
 	if err != nil {
@@ -250,11 +248,9 @@ func (a *careAPI) ListCareTasks(ctx context.Context, req *customerv1.ListCareTas
 	}
 	size := grpcx.PageSize(req.GetPageSize())
 	filter := fmt.Sprintf("care-tasks:%s:%s:%d", f.Assignee, f.Status, f.DueBefore.UnixMicro())
-	var after store.Cursor
-	if tok := req.GetPageToken(); tok != "" {
-		if after, err = decodePageToken(tok, filter); err != nil {
-			return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
-		}
+	after, err := decodePageToken(req.GetPageToken(), filter)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := a.s.store.Tasks(ctx, a.s.pool, tenant, f, after, size+1)
 	if err != nil {

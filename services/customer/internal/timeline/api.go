@@ -138,11 +138,9 @@ func (a *api) ListInteractions(ctx context.Context, req *customerv1.ListInteract
 	kinds = slices.Compact(kinds)
 	size := grpcx.PageSize(req.GetPageSize())
 	filter := "interactions:" + customerID.String() + ":" + strings.Join(kinds, ",")
-	var after store.Cursor
-	if tok := req.GetPageToken(); tok != "" {
-		if after, err = decodePageToken(tok, filter); err != nil {
-			return nil, toStatus(&fieldError{field: "page_token", reason: err.Error()})
-		}
+	after, err := decodePageToken(req.GetPageToken(), filter)
+	if err != nil {
+		return nil, err
 	}
 	// A customer of another tenant, or an erased one, is not found, not an
 	// empty timeline.

@@ -12,7 +12,16 @@ func encodePageToken(filter string, c store.Cursor) string {
 	return grpcx.EncodeKeysetToken(filter, grpcx.Keyset(c))
 }
 
-func decodePageToken(s, filter string) (store.Cursor, error) {
-	k, err := grpcx.DecodeKeysetToken(s, filter)
-	return store.Cursor(k), err
+// decodePageToken returns the position a request's page token holds: the
+// zero Cursor (the start) without one, INVALID_ARGUMENT on page_token for a
+// token of another list or other filters.
+func decodePageToken(tok, filter string) (store.Cursor, error) {
+	if tok == "" {
+		return store.Cursor{}, nil
+	}
+	k, err := grpcx.DecodeKeysetToken(tok, filter)
+	if err != nil {
+		return store.Cursor{}, toStatus(&fieldError{field: "page_token", reason: err.Error()})
+	}
+	return store.Cursor(k), nil
 }
