@@ -1,7 +1,6 @@
 package compose
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -9,13 +8,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
 
-	"github.com/rapporthq/rapport/pkg/authn"
 	"github.com/rapporthq/rapport/pkg/authz"
 )
 
@@ -65,10 +62,7 @@ func TestSEC02RoleMethodMatrix(t *testing.T) {
 
 	tenant := uuid.NewString()
 	for _, role := range authz.Roles() {
-		tok, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
-			Subject: "matrix-" + role, TenantID: tenant, Roles: []string{role}})
-		require.NoError(t, err)
-		ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+		ctx := authCtx(b.tokenAs(t, tenant, "matrix-"+role, role))
 		for _, m := range methods {
 			roles, _ := policy.Rule(m)
 			req, resp := emptyRequest(t, m)
@@ -85,10 +79,7 @@ func TestSEC02RoleMethodMatrix(t *testing.T) {
 
 	// A token with no role at all, and methods nobody registered, are
 	// refused the same way.
-	tok, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
-		Subject: "nobody", TenantID: tenant, Roles: []string{}})
-	require.NoError(t, err)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	ctx := authCtx(b.tokenAs(t, tenant, "nobody"))
 	for _, m := range methods {
 		req, resp := emptyRequest(t, m)
 		require.Equal(t, codes.PermissionDenied, status.Code(b.grpcConn.Invoke(ctx, m, req, resp)), m)

@@ -188,10 +188,18 @@ func (b *testBundle) requireCleanError(tb testing.TB, msg string) {
 	}
 }
 
+// token mints an admin token of tenant.
 func (b *testBundle) token(tb testing.TB, tenant, subject string) string {
 	tb.Helper()
+	return b.tokenAs(tb, tenant, subject, "admin")
+}
+
+// tokenAs mints a token of tenant with exactly roles (none is allowed) and
+// adds it to the leak markers, like every token the tests send.
+func (b *testBundle) tokenAs(tb testing.TB, tenant, subject string, roles ...string) string {
+	tb.Helper()
 	tok, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
-		Subject: subject, TenantID: tenant, Roles: []string{"admin"}, TTL: time.Hour})
+		Subject: subject, TenantID: tenant, Roles: roles, TTL: time.Hour})
 	require.NoError(tb, err)
 	b.tokensMu.Lock()
 	b.tokens = append(b.tokens, tok)

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
 
@@ -62,10 +61,7 @@ func TestConformance(t *testing.T) {
 	newEnv := func(t *testing.T, a api) env {
 		tenant := uuid.NewString()
 		e := env{api: a, admin: b.token(t, tenant, "admin")}
-		var err error
-		e.analyst, err = b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
-			Subject: "analyst", TenantID: tenant, Roles: []string{"analyst"}})
-		require.NoError(t, err)
+		e.analyst = b.tokenAs(t, tenant, "analyst", "analyst")
 		r := a.create(t, e.admin, ada(), "")
 		require.Equal(t, codes.OK, r.code)
 		e.existing = r.customer

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
-	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
 
@@ -50,12 +49,7 @@ func consentCases(b *testBundle) map[string]func(t *testing.T, w world) {
 			require.NotEmpty(t, pending.GetConfirmationToken(), "marketing email needs double opt-in")
 			// Confirmation is the public page's call, made with a service
 			// credential of the tenant.
-			service := func(tenant string) string {
-				tok, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
-					Subject: "confirm-page", TenantID: tenant, Roles: []string{"service"}})
-				require.NoError(t, err)
-				return tok
-			}
+			service := func(tenant string) string { return b.tokenAs(t, tenant, "confirm-page", "service") }
 			_, err := c.ConfirmConsent(authCtx(service(w.xTenantID)), &customerv1.ConfirmConsentRequest{Token: pending.GetConfirmationToken()})
 			notFound(t, err)
 			// The token still works for its own tenant: X's attempt spent nothing.

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 )
 
@@ -106,9 +105,7 @@ func TestGatewayEdge(t *testing.T) {
 	})
 
 	t.Run("ARoleWithoutTheMethodIs403", func(t *testing.T) {
-		analyst, err := b.key.Mint(authn.MintOptions{Issuer: b.cfg.Auth.Issuer, Audience: b.cfg.Auth.Audience,
-			Subject: "analyst", TenantID: tenantA, Roles: []string{"analyst"}})
-		require.NoError(t, err)
+		analyst := b.tokenAs(t, tenantA, "analyst", "analyst")
 		r := b.call(t, http.MethodGet, "/v1/customers/"+id, analyst, nil, "")
 		require.Equal(t, http.StatusForbidden, r.status, r.body)
 		require.NotContains(t, r.body, "Ada", "a refusal carries no data")
