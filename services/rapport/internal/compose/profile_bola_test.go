@@ -9,8 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
@@ -111,24 +109,14 @@ func TestProfileREST(t *testing.T) {
 
 	source := rest.create(t, token, &customerv1.Customer{DisplayName: "Ada again", Email: "ada@example.com"}, "")
 	require.Equal(t, codes.OK, source.code)
-	ok := func(t *testing.T, method, path, idemKey, body string, into proto.Message) {
-		t.Helper()
-		h := map[string]string{"Content-Type": "application/json"}
-		if idemKey != "" {
-			h["Idempotency-Key"] = idemKey
-		}
-		reply := b.call(t, method, path, token, h, body)
-		require.Equal(t, http.StatusOK, reply.status, reply.status)
-		require.NoError(t, protojson.Unmarshal([]byte(reply.body), into))
-	}
 	dups := &customerv1.FindDuplicateCustomersResponse{}
-	ok(t, http.MethodGet, "/v1/customers/"+primary.customer.GetId()+":findDuplicates", "", "", dups)
+	restOK(t, b, http.MethodGet, "/v1/customers/"+primary.customer.GetId()+":findDuplicates", token, "", nil, dups)
 	require.Len(t, dups.GetDuplicates(), 1)
 	require.Equal(t, source.customer.GetId(), dups.GetDuplicates()[0].GetCustomer().GetId())
 
-	body := `{"sourceIds": ["` + source.customer.GetId() + `"]}`
+	body := []byte(`{"sourceIds": ["` + source.customer.GetId() + `"]}`)
 	merged := &customerv1.MergeCustomersResponse{}
-	ok(t, http.MethodPost, "/v1/customers/"+primary.customer.GetId()+":merge", uuid.NewString(), body, merged)
+	restOK(t, b, http.MethodPost, "/v1/customers/"+primary.customer.GetId()+":merge", token, uuid.NewString(), body, merged)
 	require.Equal(t, primary.customer.GetId(), merged.GetCustomer().GetId())
 	got := rest.get(t, token, source.customer.GetId())
 	require.Equal(t, primary.customer.GetId(), got.customer.GetMergedInto())
