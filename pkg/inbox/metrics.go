@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rapporthq/rapport/pkg/promx"
 )
 
 // metrics are per consumer (label consumer). A nil *metrics (no Registerer)
@@ -67,15 +69,12 @@ func newMetrics(reg prometheus.Registerer, consumer string) (*metrics, error) {
 // register lets several consumers share one Registerer: the second one gets
 // the collector the first registered.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
+	c, err := promx.Register(reg, c)
 	var are prometheus.AlreadyRegisteredError
 	switch {
 	case err == nil:
 		return c, nil
 	case errors.As(err, &are):
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
 		var zero C
 		return zero, fmt.Errorf("register metrics: another collector uses the name: %w", err)
 	default:

@@ -1,9 +1,9 @@
 package outbox
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rapporthq/rapport/pkg/promx"
 )
 
 // metrics are the relay's instruments, labelled by RelayConfig.Source. A nil
@@ -24,35 +24,35 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 		return nil, nil
 	}
 	labels := []string{"source"}
-	published, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	published, err := promx.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rapport_outbox_published_total",
 		Help: "Outbox events JetStream acknowledged, duplicates of a republish included.",
 	}, labels))
 	if err != nil {
 		return nil, err
 	}
-	publishErrors, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	publishErrors, err := promx.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rapport_outbox_publish_errors_total",
 		Help: "Failed attempts to publish an outbox event; the relay backs off and retries.",
 	}, labels))
 	if err != nil {
 		return nil, err
 	}
-	pending, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	pending, err := promx.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rapport_outbox_pending",
 		Help: "Committed outbox events not yet published.",
 	}, labels))
 	if err != nil {
 		return nil, err
 	}
-	oldest, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	oldest, err := promx.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rapport_outbox_oldest_pending_seconds",
 		Help: "Age of the oldest committed, unpublished outbox event; alert on it (outbox lag).",
 	}, labels))
 	if err != nil {
 		return nil, err
 	}
-	leading, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	leading, err := promx.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rapport_outbox_leading",
 		Help: "Relays in this process holding the leader lock (at most 1 across all replicas).",
 	}, labels))
@@ -66,20 +66,4 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 		oldest:        oldest.WithLabelValues(source),
 		leading:       leading.WithLabelValues(source),
 	}, nil
-}
-
-// register registers c, or returns the collector of the same description
-// already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
