@@ -44,14 +44,8 @@ func addressField(ch consent.Channel) string {
 // the caller's row; a consumer's is a row of w's own work.
 func auditSend(ctx context.Context, tx pgx.Tx, w who, requestID uuid.UUID, d store.Delivery, c store.Contact, opened ...string) error {
 	fields := []string{}
-	if d.Channel != "" {
-		sealed := c.PhoneSealed
-		if consent.Channel(d.Channel) == consent.ChannelEmail {
-			sealed = c.EmailSealed
-		}
-		if sealed != nil {
-			fields = append(fields, addressField(consent.Channel(d.Channel)))
-		}
+	if _, sealed := sealedAddress(consent.Channel(d.Channel), c); d.Channel != "" && sealed != nil {
+		fields = append(fields, addressField(consent.Channel(d.Channel)))
 	}
 	fields = append(fields, opened...)
 	if d.Content != nil {

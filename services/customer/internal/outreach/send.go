@@ -288,13 +288,20 @@ func (s *Server) insertDelivery(ctx context.Context, tx pgx.Tx, d store.Delivery
 	return stored, nil
 }
 
-// openAddress opens the customer's address for ch: the email for email,
-// the phone number for SMS and messaging apps; "" when there is none.
-func openAddress(key *pii.CustomerKey, ch consent.Channel, c store.Contact) (string, error) {
-	col, sealed := pii.Phone, c.PhoneSealed
+// sealedAddress is c's address for ch as sealed, and the column it is
+// sealed as: the email for email, the phone number for SMS and messaging
+// apps; nil when there is none.
+func sealedAddress(ch consent.Channel, c store.Contact) (pii.Column, []byte) {
 	if ch == consent.ChannelEmail {
-		col, sealed = pii.Email, c.EmailSealed
+		return pii.Email, c.EmailSealed
 	}
+	return pii.Phone, c.PhoneSealed
+}
+
+// openAddress opens the customer's address for ch (sealedAddress); ""
+// when there is none.
+func openAddress(key *pii.CustomerKey, ch consent.Channel, c store.Contact) (string, error) {
+	col, sealed := sealedAddress(ch, c)
 	if sealed == nil {
 		return "", nil
 	}
