@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,9 +49,7 @@ type AuthFailureLog struct {
 	batch   int
 	queue   chan authFailure
 	dropped atomic.Uint64
-	// written counts the rows written.
-	mu      sync.Mutex
-	written int64
+	written atomic.Int64 // rows written
 }
 
 type authFailure struct {
@@ -126,11 +123,7 @@ func (l *AuthFailureLog) Record(ctx context.Context, fullMethod string, err erro
 func (l *AuthFailureLog) Dropped() uint64 { return l.dropped.Load() }
 
 // Written is how many refusals were written (tests).
-func (l *AuthFailureLog) Written() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.written
-}
+func (l *AuthFailureLog) Written() int64 { return l.written.Load() }
 
 // Run writes queued refusals until ctx ends, then writes what is left.
 func (l *AuthFailureLog) Run(ctx context.Context) error {
@@ -218,7 +211,5 @@ func (l *AuthFailureLog) write(ctx context.Context, batch []authFailure) {
 		l.log.ErrorContext(ctx, "write auth failures", "rows", len(batch), "error", err.Error())
 		return
 	}
-	l.mu.Lock()
-	l.written += int64(len(batch))
-	l.mu.Unlock()
+	l.written.Add(int64(len(batch)))
 }
