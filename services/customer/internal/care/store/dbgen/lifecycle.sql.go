@@ -220,49 +220,6 @@ func (q *Queries) CareTasksLockOfCustomers(ctx context.Context, db DBTX, arg Car
 	return err
 }
 
-const careTasksOfCustomer = `-- name: CareTasksOfCustomer :many
-SELECT tenant_id, id, plan_id, customer_id, position, title_sealed, assignee, due_time, status, complete_time, completed_by, outcome_note_sealed FROM care_tasks WHERE tenant_id = $1 AND customer_id = $2
-ORDER BY plan_id, position
-`
-
-type CareTasksOfCustomerParams struct {
-	TenantID   uuid.UUID
-	CustomerID uuid.UUID
-}
-
-func (q *Queries) CareTasksOfCustomer(ctx context.Context, db DBTX, arg CareTasksOfCustomerParams) ([]CareTask, error) {
-	rows, err := db.Query(ctx, careTasksOfCustomer, arg.TenantID, arg.CustomerID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []CareTask
-	for rows.Next() {
-		var i CareTask
-		if err := rows.Scan(
-			&i.TenantID,
-			&i.ID,
-			&i.PlanID,
-			&i.CustomerID,
-			&i.Position,
-			&i.TitleSealed,
-			&i.Assignee,
-			&i.DueTime,
-			&i.Status,
-			&i.CompleteTime,
-			&i.CompletedBy,
-			&i.OutcomeNoteSealed,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const careTicketResolutionsDeleteOfCustomer = `-- name: CareTicketResolutionsDeleteOfCustomer :exec
 DELETE FROM care_ticket_resolutions WHERE tenant_id = $1 AND customer_id = $2
 `

@@ -6,10 +6,6 @@ ORDER BY occasion_date, id;
 SELECT * FROM care_plans WHERE tenant_id = @tenant_id AND customer_id = @customer_id
 ORDER BY create_time, id;
 
--- name: CareTasksOfCustomer :many
-SELECT * FROM care_tasks WHERE tenant_id = @tenant_id AND customer_id = @customer_id
-ORDER BY plan_id, position;
-
 -- CareOccasionsMerge moves the sources' occasions to the primary, except
 -- those the primary already has (its own birthday of that year stays the
 -- one that fired); those are deleted with the sources' others.
