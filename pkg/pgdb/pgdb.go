@@ -20,11 +20,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Config says where a service's data lives.
 // DefaultMaxConns is a pool's size when neither Config.MaxConns nor the
 // URL sets one (or at least pgxpool's default, which grows with the CPUs).
 const DefaultMaxConns = 10
 
+// Config says where a service's data lives.
 type Config struct {
 	// URL is a libpq connection string or URL.
 	URL string
