@@ -455,19 +455,13 @@ func (s *System) buildGateway(ctx context.Context) (http.Handler, error) {
 	return gw, nil
 }
 
-// dialSelf connects to this process's own gRPC server, in memory when the
-// gateway is configured so, else over loopback.
+// dialSelf connects to this process's own gRPC server over loopback. It is
+// called only when the customer target runs elsewhere, and then there is no
+// in-memory listener (Build makes one only for a gateway without an
+// upstream).
 func (s *System) dialSelf() (*grpc.ClientConn, error) {
-	addr := s.GRPCAddr()
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
-	if s.memLis != nil {
-		addr = "passthrough:///in-memory"
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return s.memLis.DialContext(ctx)
-		}))
-	}
-	conn, err := grpc.NewClient(addr, opts...)
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial own server: %w", err)
 	}
