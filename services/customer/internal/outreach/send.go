@@ -180,9 +180,13 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		return store.Delivery{}, fmt.Errorf("parse stored template %s: %w", t.ID, err)
 	}
 	vars := r.variables
+	var opened []string // what care variables opened besides the address
 	if r.care != nil {
 		if vars, err = r.care.variables(key, contact); err != nil {
 			return store.Delivery{}, err
+		}
+		if len(contact.DisplayNameSealed) > 0 {
+			opened = append(opened, "display_name")
 		}
 	}
 	content, err := p.render(vars)
@@ -191,8 +195,8 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		switch {
 		case errors.As(err, &pe) && r.care != nil:
 			d.Status, d.FailureReason = store.StatusFailed, ReasonRenderFailed
-			if len(contact.DisplayNameSealed) > 0 { // opened for the variables; no address, no content
-				if err := auditSend(ctx, tx, w, r.requestID, d, store.Contact{}, "display_name"); err != nil {
+			if len(opened) > 0 { // opened for the variables; no address, no content
+				if err := auditSend(ctx, tx, w, r.requestID, d, store.Contact{}, opened...); err != nil {
 					return store.Delivery{}, err
 				}
 			}
@@ -242,10 +246,6 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 		if d.Content, err = key.Seal(ContentColumn, plain); err != nil {
 			return store.Delivery{}, err
 		}
-	}
-	var opened []string // what care variables opened besides the address
-	if r.care != nil && len(contact.DisplayNameSealed) > 0 {
-		opened = append(opened, "display_name")
 	}
 	if err := auditSend(ctx, tx, w, r.requestID, d, contact, opened...); err != nil {
 		return store.Delivery{}, err
