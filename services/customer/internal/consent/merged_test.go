@@ -25,24 +25,15 @@ func TestMergedCustomer(t *testing.T) {
 	require.NoError(t, err)
 	before := b.count(t, `SELECT count(*) FROM consent_events WHERE tenant_id = $1`, b.tenant)
 
-	requireMerged := func(t *testing.T, err error) {
-		t.Helper()
-		requireCode(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
-		for _, d := range status.Convert(err).Details() {
-			if ei, ok := d.(*errdetails.ErrorInfo); ok {
-				require.Equal(t, primary, ei.GetMetadata()["merged_into"])
-			}
-		}
-	}
 	_, err = b.client.SetConsent(b.as(t, "agent"), &customerv1.SetConsentRequest{CustomerId: source,
 		Channel: sms, Purpose: service, State: stateWithdrawn, LegalBasis: basisConsent, Source: "web-form"})
-	requireMerged(t, err)
+	requireMerged(t, err, primary)
 	_, err = b.client.CheckContact(b.as(t, "marketer"), &customerv1.CheckContactRequest{CustomerId: source,
 		Channel: sms, Purpose: service})
-	requireMerged(t, err)
+	requireMerged(t, err, primary)
 	_, err = b.client.ReserveContact(b.as(t, "service"), &customerv1.ReserveContactRequest{CustomerId: source,
 		Channel: sms, Purpose: service, SourceService: "outreach", Reference: "r-1"})
-	requireMerged(t, err)
+	requireMerged(t, err, primary)
 
 	require.Equal(t, before, b.count(t, `SELECT count(*) FROM consent_events WHERE tenant_id = $1`, b.tenant))
 	require.Zero(t, b.count(t, `SELECT count(*) FROM contact_touches WHERE tenant_id = $1`, b.tenant), "no touch recorded")
@@ -72,30 +63,18 @@ func TestMergedCustomerOtherChanges(t *testing.T) {
 	}
 	before := written()
 
-	requireMerged := func(t *testing.T, err error) {
-		t.Helper()
-		requireCode(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED")
-		var info *errdetails.ErrorInfo
-		for _, d := range status.Convert(err).Details() {
-			if ei, ok := d.(*errdetails.ErrorInfo); ok {
-				info = ei
-			}
-		}
-		require.NotNil(t, info)
-		require.Equal(t, primary, info.GetMetadata()["merged_into"])
-	}
 	_, err = b.client.ConfirmConsent(b.as(t, "service"), &customerv1.ConfirmConsentRequest{Token: pending.GetConfirmationToken()})
-	requireMerged(t, err)
+	requireMerged(t, err, primary)
 	_, err = b.client.UpdateContactPreferences(b.as(t, "agent"), &customerv1.UpdateContactPreferencesRequest{
 		ContactPreferences: &customerv1.ContactPreferences{CustomerId: source,
 			QuietHours: &customerv1.QuietHours{StartTime: "22:00", EndTime: "07:00"}},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"quiet_hours"}},
 	})
-	requireMerged(t, err)
+	requireMerged(t, err, primary)
 	_, err = b.client.RecordContact(b.as(t, "service"), &customerv1.RecordContactRequest{
 		CustomerId: source, Channel: sms, Purpose: service, SourceService: "ticket", Reference: "t-1",
 	})
-	requireMerged(t, err)
+	requireMerged(t, err, primary)
 	require.Equal(t, before, written(), "nothing recorded for the merged customer")
 
 	// Its history stays readable under the old id.
@@ -103,4 +82,16 @@ func TestMergedCustomerOtherChanges(t *testing.T) {
 	require.NoError(t, err)
 	_, err = b.client.GetContactPreferences(b.as(t, "agent"), &customerv1.GetContactPreferencesRequest{CustomerId: source})
 	require.NoError(t, err)
+}
+
+// requireMerged asserts the refusal of a call about a customer merged into
+// primary: FAILED_PRECONDITION, CUSTOMER_MERGED, naming primary.
+func requireMerged(t *testing.T, err error, primary string) {
+	t.Helper()
+	requireCode(t, err, codes.FailedPrecondition, "CUSTOMER_MERGED") // fails without an ErrorInfo
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			require.Equal(t, primary, ei.GetMetadata()["merged_into"])
+		}
+	}
 }
