@@ -114,7 +114,7 @@ func TestCreateApiKey(t *testing.T) {
 		var rows int
 		require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT count(*) FROM api_keys").Scan(&rows))
 		require.Equal(t, 1, rows)
-		require.Len(t, b.logs.lines(t, "api key created"), 1)
+		require.Len(t, b.logs.Lines(t, "api key created"), 1)
 		require.Equal(t, codes.OK, b.useKey(resps[0].GetKey()))
 
 		// The same request id with another payload is refused by name.
@@ -203,7 +203,7 @@ func TestSecrets(t *testing.T) {
 			require.False(t, strings.Contains(string(bin), string(raw)) || strings.Contains(string(bin), string(hash[:])))
 		}
 		logs := b.logs.String()
-		require.NotEmpty(t, b.logs.lines(t, "call refused: api key rejected"))
+		require.NotEmpty(t, b.logs.Lines(t, "call refused: api key rejected"))
 		for _, f := range forbidden {
 			require.NotContains(t, logs, f)
 		}
@@ -452,7 +452,7 @@ func TestRevokeApiKey(t *testing.T) {
 		require.True(t, proto.Equal(first, second), "(-want +got)\n%v\n%v", first, second)
 		require.True(t, proto.Equal(first, b.get(t, id)))
 
-		lines := b.logs.lines(t, "api key revoked")
+		lines := b.logs.Lines(t, "api key revoked")
 		require.Len(t, lines, 1, "only the call that revoked is audited")
 		require.Equal(t, tenantA, lines[0]["tenant"])
 		require.Equal(t, id, lines[0]["key_id"])
@@ -476,7 +476,7 @@ func TestAudit(t *testing.T) {
 		b := setup(t, nil)
 		created := b.createKey(t, roleAgent)
 
-		lines := b.logs.lines(t, "api key created")
+		lines := b.logs.Lines(t, "api key created")
 		require.Len(t, lines, 1)
 		require.Equal(t, "INFO", lines[0]["level"])
 		require.Equal(t, tenantA, lines[0]["tenant"])

@@ -1,10 +1,7 @@
 package apikey_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"strings"
@@ -53,7 +50,7 @@ type testBundle struct {
 	clock    *grpcxtest.Clock
 	verifier *apikey.Verifier
 	client   accessv1.AccessServiceClient
-	logs     *logBuffer
+	logs     *grpcxtest.LogBuffer
 	// queries counts statements by sqlc query name ("APIKeyLookup").
 	queries *queryCounter
 	// jwtCalls counts calls the JWT fallback saw.
@@ -72,7 +69,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	b := &testBundle{
 		dbURL:   pgdbtest.NewDatabase(t, spec),
 		clock:   grpcxtest.NewClock(time.Now().UTC()),
-		logs:    &logBuffer{},
+		logs:    &grpcxtest.LogBuffer{},
 		queries: &queryCounter{},
 	}
 	pcfg, err := pgdb.PoolConfig(pgdb.Config{URL: b.dbURL, Schema: apikey.Schema})
@@ -209,39 +206,4 @@ func (q *queryCounter) count(name string) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.n[name]
-}
-
-// logBuffer collects the JSON log lines of the server, the verifier and the
-// access service; they write from their goroutines while the test reads.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// lines returns the log lines whose msg is msg.
-func (l *logBuffer) lines(tb testing.TB, msg string) []map[string]any {
-	tb.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(l.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		require.NoError(tb, json.Unmarshal(sc.Bytes(), &line), sc.Text())
-		if line["msg"] == msg {
-			out = append(out, line)
-		}
-	}
-	return out
 }

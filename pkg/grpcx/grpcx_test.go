@@ -1,10 +1,7 @@
 package grpcx_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +25,7 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/pgdb"
 )
 
@@ -82,46 +80,11 @@ func (customers) CreateCustomer(ctx context.Context, req *customerv1.CreateCusto
 	return &customerv1.Customer{Id: req.GetRequestId(), DisplayName: p}, nil
 }
 
-// logBuffer collects the server's JSON log lines; the server writes from
-// its goroutines while the test reads.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines returns the log lines whose msg is msg.
-func (b *logBuffer) lines(t testing.TB, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l map[string]any
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &l), sc.Text())
-		if l["msg"] == msg {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 type testBundle struct {
 	conn     *grpc.ClientConn
 	client   customerv1.CustomerServiceClient
 	health   healthpb.HealthClient
-	logs     *logBuffer
+	logs     *grpcxtest.LogBuffer
 	registry *prometheus.Registry
 }
 
@@ -138,7 +101,7 @@ func setup(t *testing.T, opts *serverOpts) *testBundle {
 	if opts == nil {
 		opts = &serverOpts{}
 	}
-	logs := &logBuffer{}
+	logs := &grpcxtest.LogBuffer{}
 	reg := prometheus.NewRegistry()
 	authorize := opts.authorize
 	if authorize == nil {
@@ -316,7 +279,7 @@ func TestServer(t *testing.T) {
 
 		var line map[string]any
 		require.Eventually(t, func() bool {
-			for _, l := range b.logs.lines(t, "finished call") {
+			for _, l := range b.logs.Lines(t, "finished call") {
 				if l["request_id"] == "req-principal" {
 					line = l
 					return true
@@ -374,7 +337,7 @@ func TestServer(t *testing.T) {
 		require.Equal(t, "internal error", status.Convert(err).Message())
 		require.NotContains(t, err.Error(), marker)
 
-		lines := b.logs.lines(t, "internal error")
+		lines := b.logs.Lines(t, "internal error")
 		require.Len(t, lines, 1)
 		require.Equal(t, "req-raw", lines[0]["request_id"])
 		require.Contains(t, lines[0]["error"], marker, "the cause must reach the log")
@@ -388,7 +351,7 @@ func TestServer(t *testing.T) {
 		_, err := b.client.CreateCustomer(authed(t), create("not-found"))
 		require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 		require.NotContains(t, err.Error(), marker)
-		require.Empty(t, b.logs.lines(t, "internal error"), "a known kind is not an internal error")
+		require.Empty(t, b.logs.Lines(t, "internal error"), "a known kind is not an internal error")
 	})
 
 	t.Run("WrappedStatusKeepsItsCodeDetailsAndOwnMessage", func(t *testing.T) {
@@ -409,7 +372,7 @@ func TestServer(t *testing.T) {
 		require.Equal(t, "internal error", status.Convert(err).Message())
 		require.NotContains(t, err.Error(), marker)
 
-		lines := b.logs.lines(t, "panic in handler")
+		lines := b.logs.Lines(t, "panic in handler")
 		require.Len(t, lines, 1)
 		require.Contains(t, lines[0]["panic"], marker)
 		require.Equal(t, "req-panic", lines[0]["request_id"], "the panic must be logged with the call's request id")

@@ -6,7 +6,10 @@
 package grpcxtest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"strings"
 	"sync"
@@ -117,4 +120,43 @@ func (c *Clock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = t
+}
+
+// LogBuffer collects a server's JSON log lines (slog.NewJSONHandler): the
+// server writes from its goroutines while the test reads.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Lines returns the log lines whose msg is msg, failing tb on a line that
+// is not JSON.
+func (b *LogBuffer) Lines(tb testing.TB, msg string) []map[string]any {
+	tb.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			tb.Fatalf("grpcxtest: log line %s: %v", sc.Text(), err)
+		}
+		if line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
 }
