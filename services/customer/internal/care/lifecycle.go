@@ -96,29 +96,24 @@ func (l *Lifecycle) Merge(ctx context.Context, tx pgx.Tx, tenant, primary uuid.U
 		if err != nil && !errors.Is(err, pii.ErrKeyDestroyed) {
 			return 0, err
 		}
-		for _, p := range plans {
-			title, err := reseal(from, target, colPlanTitle, p.TitleSealed)
-			if err != nil {
+		for i := range plans {
+			p := &plans[i]
+			if p.TitleSealed, err = reseal(from, target, colPlanTitle, p.TitleSealed); err != nil {
 				return 0, err
 			}
-			if err := l.s.store.MovePlan(ctx, tx, tenant, p.ID, primary, title); err != nil {
-				return 0, err
+			for j := range p.Tasks {
+				t := &p.Tasks[j]
+				if t.TitleSealed, err = reseal(from, target, colTaskTitle, t.TitleSealed); err != nil {
+					return 0, err
+				}
+				if t.OutcomeNoteSealed, err = reseal(from, target, colOutcomeNote, t.OutcomeNoteSealed); err != nil {
+					return 0, err
+				}
 			}
-			moved++
-			for _, t := range p.Tasks {
-				tt, err := reseal(from, target, colTaskTitle, t.TitleSealed)
-				if err != nil {
-					return 0, err
-				}
-				note, err := reseal(from, target, colOutcomeNote, t.OutcomeNoteSealed)
-				if err != nil {
-					return 0, err
-				}
-				if err := l.s.store.MoveTask(ctx, tx, tenant, t.ID, primary, tt, note); err != nil {
-					return 0, err
-				}
-				moved++
-			}
+			moved += 1 + int64(len(p.Tasks))
+		}
+		if err := l.s.store.MovePlans(ctx, tx, tenant, primary, plans); err != nil {
+			return 0, err
 		}
 	}
 	return moved, nil

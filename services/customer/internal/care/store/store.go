@@ -698,11 +698,32 @@ func (s *Store) MergeResolutions(ctx context.Context, tx pgx.Tx, tenantID, prima
 	return n, nil
 }
 
-// MovePlan gives a plan to the primary customer with its title resealed.
-func (s *Store) MovePlan(ctx context.Context, tx pgx.Tx, tenantID, id, primary uuid.UUID, titleSealed []byte) error {
-	if err := s.q.CarePlanResealMove(ctx, tx, dbgen.CarePlanResealMoveParams{
-		TenantID: tenantID, ID: id, PrimaryID: primary, TitleSealed: titleSealed}); err != nil {
-		return interpret("move care plan", err)
+// MovePlans gives plans and their tasks to the primary customer, their
+// texts already resealed for it (the sealed fields of plans), in two
+// statements.
+func (s *Store) MovePlans(ctx context.Context, tx pgx.Tx, tenantID, primary uuid.UUID, plans []Plan) error {
+	if len(plans) == 0 {
+		return nil
+	}
+	pa := dbgen.CarePlansResealMoveParams{TenantID: tenantID, PrimaryID: primary,
+		Ids: make([]uuid.UUID, len(plans)), TitlesSealed: make([][]byte, len(plans))}
+	ta := dbgen.CareTasksResealMoveParams{TenantID: tenantID, PrimaryID: primary}
+	for i, p := range plans {
+		pa.Ids[i], pa.TitlesSealed[i] = p.ID, p.TitleSealed
+		for _, t := range p.Tasks {
+			ta.Ids = append(ta.Ids, t.ID)
+			ta.TitlesSealed = append(ta.TitlesSealed, t.TitleSealed)
+			ta.OutcomeNotesSealed = append(ta.OutcomeNotesSealed, t.OutcomeNoteSealed)
+		}
+	}
+	if err := s.q.CarePlansResealMove(ctx, tx, pa); err != nil {
+		return interpret("move care plans", err)
+	}
+	if len(ta.Ids) == 0 {
+		return nil
+	}
+	if err := s.q.CareTasksResealMove(ctx, tx, ta); err != nil {
+		return interpret("move care tasks", err)
 	}
 	return nil
 }
@@ -713,15 +734,6 @@ func (s *Store) LockTasksOf(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, 
 	if err := s.q.CareTasksLockOfCustomers(ctx, tx, dbgen.CareTasksLockOfCustomersParams{
 		TenantID: tenantID, CustomerIds: customers}); err != nil {
 		return interpret("lock tasks", err)
-	}
-	return nil
-}
-
-// MoveTask gives a task to the primary customer with its texts resealed.
-func (s *Store) MoveTask(ctx context.Context, tx pgx.Tx, tenantID, id, primary uuid.UUID, titleSealed, noteSealed []byte) error {
-	if err := s.q.CareTaskResealMove(ctx, tx, dbgen.CareTaskResealMoveParams{
-		TenantID: tenantID, ID: id, PrimaryID: primary, TitleSealed: titleSealed, OutcomeNoteSealed: noteSealed}); err != nil {
-		return interpret("move care task", err)
 	}
 	return nil
 }

@@ -99,28 +99,6 @@ func (q *Queries) CareOccasionsOfCustomer(ctx context.Context, db DBTX, arg Care
 	return items, nil
 }
 
-const carePlanResealMove = `-- name: CarePlanResealMove :exec
-UPDATE care_plans SET customer_id = $1, title_sealed = $2
-WHERE tenant_id = $3 AND id = $4
-`
-
-type CarePlanResealMoveParams struct {
-	PrimaryID   uuid.UUID
-	TitleSealed []byte
-	TenantID    uuid.UUID
-	ID          uuid.UUID
-}
-
-func (q *Queries) CarePlanResealMove(ctx context.Context, db DBTX, arg CarePlanResealMoveParams) error {
-	_, err := db.Exec(ctx, carePlanResealMove,
-		arg.PrimaryID,
-		arg.TitleSealed,
-		arg.TenantID,
-		arg.ID,
-	)
-	return err
-}
-
 const carePlansDeleteOfCustomer = `-- name: CarePlansDeleteOfCustomer :execrows
 DELETE FROM care_plans WHERE tenant_id = $1 AND customer_id = $2
 `
@@ -175,26 +153,28 @@ func (q *Queries) CarePlansOfCustomer(ctx context.Context, db DBTX, arg CarePlan
 	return items, nil
 }
 
-const careTaskResealMove = `-- name: CareTaskResealMove :exec
-UPDATE care_tasks SET customer_id = $1, title_sealed = $2, outcome_note_sealed = $3
-WHERE tenant_id = $4 AND id = $5
+const carePlansResealMove = `-- name: CarePlansResealMove :exec
+UPDATE care_plans p
+SET customer_id = $1, title_sealed = u.title_sealed
+FROM (SELECT unnest($3::uuid[]) AS id, unnest($4::bytea[]) AS title_sealed) u
+WHERE p.tenant_id = $2 AND p.id = u.id
 `
 
-type CareTaskResealMoveParams struct {
-	PrimaryID         uuid.UUID
-	TitleSealed       []byte
-	OutcomeNoteSealed []byte
-	TenantID          uuid.UUID
-	ID                uuid.UUID
+type CarePlansResealMoveParams struct {
+	PrimaryID    uuid.UUID
+	TenantID     uuid.UUID
+	Ids          []uuid.UUID
+	TitlesSealed [][]byte
 }
 
-func (q *Queries) CareTaskResealMove(ctx context.Context, db DBTX, arg CareTaskResealMoveParams) error {
-	_, err := db.Exec(ctx, careTaskResealMove,
+// CarePlansResealMove gives many plans to the primary with their titles
+// resealed: row n takes element n of both arrays.
+func (q *Queries) CarePlansResealMove(ctx context.Context, db DBTX, arg CarePlansResealMoveParams) error {
+	_, err := db.Exec(ctx, carePlansResealMove,
 		arg.PrimaryID,
-		arg.TitleSealed,
-		arg.OutcomeNoteSealed,
 		arg.TenantID,
-		arg.ID,
+		arg.Ids,
+		arg.TitlesSealed,
 	)
 	return err
 }
@@ -217,6 +197,38 @@ type CareTasksLockOfCustomersParams struct {
 // then seals its note for the customer the task moved to.
 func (q *Queries) CareTasksLockOfCustomers(ctx context.Context, db DBTX, arg CareTasksLockOfCustomersParams) error {
 	_, err := db.Exec(ctx, careTasksLockOfCustomers, arg.TenantID, arg.CustomerIds)
+	return err
+}
+
+const careTasksResealMove = `-- name: CareTasksResealMove :exec
+UPDATE care_tasks t
+SET customer_id = $1, title_sealed = u.title_sealed, outcome_note_sealed = u.outcome_note_sealed
+FROM (
+    SELECT unnest($3::uuid[]) AS id,
+           unnest($4::bytea[]) AS title_sealed,
+           unnest($5::bytea[]) AS outcome_note_sealed
+) u
+WHERE t.tenant_id = $2 AND t.id = u.id
+`
+
+type CareTasksResealMoveParams struct {
+	PrimaryID          uuid.UUID
+	TenantID           uuid.UUID
+	Ids                []uuid.UUID
+	TitlesSealed       [][]byte
+	OutcomeNotesSealed [][]byte
+}
+
+// CareTasksResealMove gives many tasks to the primary with their texts
+// resealed: row n takes element n of every array (NULL stays NULL).
+func (q *Queries) CareTasksResealMove(ctx context.Context, db DBTX, arg CareTasksResealMoveParams) error {
+	_, err := db.Exec(ctx, careTasksResealMove,
+		arg.PrimaryID,
+		arg.TenantID,
+		arg.Ids,
+		arg.TitlesSealed,
+		arg.OutcomeNotesSealed,
+	)
 	return err
 }
 

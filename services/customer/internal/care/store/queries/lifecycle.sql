@@ -34,13 +34,25 @@ DELETE FROM care_ticket_resolutions WHERE tenant_id = @tenant_id AND customer_id
 -- name: CarePlansDeleteOfCustomer :execrows
 DELETE FROM care_plans WHERE tenant_id = @tenant_id AND customer_id = @customer_id;
 
--- name: CareTaskResealMove :exec
-UPDATE care_tasks SET customer_id = @primary_id, title_sealed = @title_sealed, outcome_note_sealed = @outcome_note_sealed
-WHERE tenant_id = @tenant_id AND id = @id;
+-- CareTasksResealMove gives many tasks to the primary with their texts
+-- resealed: row n takes element n of every array (NULL stays NULL).
+-- name: CareTasksResealMove :exec
+UPDATE care_tasks t
+SET customer_id = @primary_id, title_sealed = u.title_sealed, outcome_note_sealed = u.outcome_note_sealed
+FROM (
+    SELECT unnest(@ids::uuid[]) AS id,
+           unnest(@titles_sealed::bytea[]) AS title_sealed,
+           unnest(@outcome_notes_sealed::bytea[]) AS outcome_note_sealed
+) u
+WHERE t.tenant_id = @tenant_id AND t.id = u.id;
 
--- name: CarePlanResealMove :exec
-UPDATE care_plans SET customer_id = @primary_id, title_sealed = @title_sealed
-WHERE tenant_id = @tenant_id AND id = @id;
+-- CarePlansResealMove gives many plans to the primary with their titles
+-- resealed: row n takes element n of both arrays.
+-- name: CarePlansResealMove :exec
+UPDATE care_plans p
+SET customer_id = @primary_id, title_sealed = u.title_sealed
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@titles_sealed::bytea[]) AS title_sealed) u
+WHERE p.tenant_id = @tenant_id AND p.id = u.id;
 
 -- CareTasksLockOfCustomers locks the customers' tasks until the merge's
 -- transaction ends: a CompleteCareTask (which locks its task too) either
