@@ -23,10 +23,7 @@ func purchaseCases(b *testBundle) map[string]func(t *testing.T, w world) {
 	buy := func(t *testing.T, token, customerID string) *customerv1.Purchase {
 		t.Helper()
 		got, err := p.RecordPurchase(authCtx(token), &customerv1.RecordPurchaseRequest{CustomerId: customerID,
-			Purchase: &customerv1.Purchase{OrderReference: "order-" + uuid.NewString()[:8],
-				Items:       []*customerv1.PurchaseItem{{Sku: "tea-1", Name: "Tea", Quantity: 2, UnitPrice: eur(450), Category: "tea"}},
-				TotalAmount: eur(900), Channel: customerv1.PurchaseChannel_PURCHASE_CHANNEL_ONLINE,
-				PurchaseTime: timestamppb.New(time.Now().Add(-time.Hour))}})
+			Purchase: flowPurchase("order-"+uuid.NewString()[:8], time.Now().Add(-time.Hour))})
 		require.NoError(t, err)
 		return got
 	}
