@@ -2,20 +2,16 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
-	"github.com/rapporthq/rapport/services/customer/internal/pii"
 	"github.com/rapporthq/rapport/services/customer/internal/privacy/audit"
 	"github.com/rapporthq/rapport/services/customer/internal/profile"
 )
@@ -124,43 +120,20 @@ func (s *Server) MergeCustomers(ctx context.Context, req *customerv1.MergeCustom
 		return resp, nil
 	}
 
-	keys, err := s.sealer.Tenant(ctx, s.pool, tenant)
-	if err != nil {
-		return nil, err
-	}
 	key := idem.Key{TenantID: tenant.String(), Principal: subject,
 		Method: customerv1.CustomerService_MergeCustomers_FullMethodName, RequestID: req.GetRequestId()}
-	var (
-		fingerprint proto.Message = &wrapperspb.BytesValue{}
-		fresh       *customerv1.MergeCustomersResponse
-	)
-	if key.RequestID != "" {
-		if fingerprint, err = requestFingerprint(keys, req); err != nil {
-			return nil, err
-		}
-	}
-	stored, err := idem.Do(ctx, s.pool, key, fingerprint, func(ctx context.Context, tx pgx.Tx) (*wrapperspb.BytesValue, error) {
+	resp, _, err := sealedIdempotent(ctx, s, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.MergeCustomersResponse, uuid.UUID, error) {
 		resp, err := merge(ctx, tx)
 		if err != nil {
-			return nil, err
+			return nil, uuid.Nil, err
 		}
 		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.Merge, CustomerIDs: involved,
 			Fields: audit.ProfileFields, IdempotencyKey: req.GetRequestId()}); err != nil {
-			return nil, err
+			return nil, uuid.Nil, err
 		}
-		fresh = resp
-		if key.RequestID == "" {
-			return &wrapperspb.BytesValue{}, nil
-		}
-		return s.sealResponse(ctx, tx, tenant, primary, resp)
+		return resp, primary, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if fresh != nil {
-		return fresh, nil
-	}
-	return s.openMergeResponse(ctx, tenant, stored)
+	return resp, err
 }
 
 // dryRun runs merge in a transaction it always rolls back.
@@ -171,25 +144,4 @@ func (s *Server) dryRun(ctx context.Context, merge func(context.Context, pgx.Tx)
 	}
 	defer func() { _ = tx.Rollback(ctx) }() // a dry run never commits
 	return merge(ctx, tx)
-}
-
-// openMergeResponse opens a stored merge response (see sealResponse).
-func (s *Server) openMergeResponse(ctx context.Context, tenant uuid.UUID, stored *wrapperspb.BytesValue) (*customerv1.MergeCustomersResponse, error) {
-	v := stored.GetValue()
-	if len(v) < len(uuid.UUID{}) {
-		return nil, errors.New("stored response is not sealed")
-	}
-	customerID, _ := uuid.FromBytes(v[:len(uuid.UUID{})])
-	b, err := s.sealer.Open(ctx, s.pool, tenant, customerID, pii.StoredResponse, v[len(uuid.UUID{}):])
-	if errors.Is(err, pii.ErrKeyDestroyed) {
-		return nil, grpcx.NotFound("customer")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open stored response: %w", err)
-	}
-	out := &customerv1.MergeCustomersResponse{}
-	if err := proto.Unmarshal(b, out); err != nil {
-		return nil, fmt.Errorf("decode stored response: %w", err)
-	}
-	return out, nil
 }

@@ -187,51 +187,20 @@ func (s *Server) LookupCustomers(ctx context.Context, req *customerv1.LookupCust
 	return resp, nil
 }
 
-// idempotent runs fn once per request id (idem.Do) and returns the profile
-// it made, or on a retry the first response. What idem stores is sealed: a
-// keyed fingerprint of req instead of req, and the response sealed for the
-// customer it describes.
+// idempotent runs fn once per request id (sealedIdempotent) and returns the
+// profile it made, or on a retry the first response, audited as a read.
 func (s *Server) idempotent(ctx context.Context, tenant uuid.UUID, key idem.Key, req proto.Message,
 	fn func(ctx context.Context, tx pgx.Tx) (profile.Customer, error),
 ) (*customerv1.Customer, error) {
-	// The tenant's keys, created here on first use: outside the transaction
-	// below, so creating them never waits for a second pool connection
-	// while this request holds one.
-	keys, err := s.sealer.Tenant(ctx, s.pool, tenant)
-	if err != nil {
-		return nil, err
-	}
-	var (
-		fingerprint proto.Message = &wrapperspb.BytesValue{}
-		fresh       *customerv1.Customer
-	)
-	if key.RequestID != "" {
-		fp, err := requestFingerprint(keys, req)
-		if err != nil {
-			return nil, err
-		}
-		fingerprint = fp
-	}
-	stored, err := idem.Do(ctx, s.pool, key, fingerprint, func(ctx context.Context, tx pgx.Tx) (*wrapperspb.BytesValue, error) {
+	c, retry, err := sealedIdempotent(ctx, s, tenant, key, req, func(ctx context.Context, tx pgx.Tx) (*customerv1.Customer, uuid.UUID, error) {
 		c, err := fn(ctx, tx)
 		if err != nil {
-			return nil, err
+			return nil, uuid.Nil, err
 		}
-		fresh = toProto(c)
-		if key.RequestID == "" {
-			return &wrapperspb.BytesValue{}, nil // nothing is stored
-		}
-		return s.sealResponse(ctx, tx, tenant, c.ID, fresh)
+		return toProto(c), c.ID, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if fresh != nil {
-		return fresh, nil
-	}
-	c, err := s.openResponse(ctx, tenant, stored)
-	if err != nil {
-		return nil, err
+	if err != nil || !retry {
+		return c, err
 	}
 	// A retry reads the stored profile: audited as a read.
 	if id, err := uuid.Parse(c.GetId()); err == nil {
@@ -240,6 +209,56 @@ func (s *Server) idempotent(ctx context.Context, tenant uuid.UUID, key idem.Key,
 		}
 	}
 	return c, nil
+}
+
+// sealedIdempotent runs fn once per request id (idem.Do) and returns its
+// response, or on a retry (retry true) the first response. What idem stores
+// is sealed: a keyed fingerprint of req instead of req, and the response
+// sealed with the key of the customer fn names. Without a request id
+// nothing is stored.
+func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uuid.UUID, key idem.Key, req proto.Message,
+	fn func(ctx context.Context, tx pgx.Tx) (resp R, customerID uuid.UUID, err error),
+) (resp R, retry bool, err error) {
+	var zero R
+	// The tenant's keys, created here on first use: outside the transaction
+	// below, so creating them never waits for a second pool connection
+	// while this request holds one.
+	keys, err := s.sealer.Tenant(ctx, s.pool, tenant)
+	if err != nil {
+		return zero, false, err
+	}
+	var (
+		fingerprint proto.Message = &wrapperspb.BytesValue{}
+		fresh       R
+		isFresh     bool
+	)
+	if key.RequestID != "" {
+		if fingerprint, err = requestFingerprint(keys, req); err != nil {
+			return zero, false, err
+		}
+	}
+	stored, err := idem.Do(ctx, s.pool, key, fingerprint, func(ctx context.Context, tx pgx.Tx) (*wrapperspb.BytesValue, error) {
+		resp, customerID, err := fn(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		fresh, isFresh = resp, true
+		if key.RequestID == "" {
+			return &wrapperspb.BytesValue{}, nil // nothing is stored
+		}
+		return s.sealResponse(ctx, tx, tenant, customerID, resp)
+	})
+	if err != nil {
+		return zero, false, err
+	}
+	if isFresh {
+		return fresh, false, nil
+	}
+	out := zero.ProtoReflect().New().Interface().(R) //nolint:forcetypeassert // New of R's type is an R
+	if err := s.openResponse(ctx, tenant, stored, out); err != nil {
+		return zero, false, err
+	}
+	return out, true, nil
 }
 
 // requestFingerprint stands in for req in the idempotency record: the tenant's
@@ -275,26 +294,26 @@ func (s *Server) sealResponse(ctx context.Context, tx pgx.Tx, tenant, customerID
 	return wrapperspb.Bytes(append(customerID[:], ct...)), nil
 }
 
-// openResponse opens a stored response. Once the customer is erased it is
-// gone with the rest of their data, and the retry is told not found.
-func (s *Server) openResponse(ctx context.Context, tenant uuid.UUID, stored *wrapperspb.BytesValue) (*customerv1.Customer, error) {
+// openResponse opens a stored response into out. Once the customer is
+// erased it is gone with the rest of their data, and the retry is told not
+// found.
+func (s *Server) openResponse(ctx context.Context, tenant uuid.UUID, stored *wrapperspb.BytesValue, out proto.Message) error {
 	v := stored.GetValue()
 	if len(v) < len(uuid.UUID{}) {
-		return nil, errors.New("stored response is not sealed")
+		return errors.New("stored response is not sealed")
 	}
 	customerID, _ := uuid.FromBytes(v[:len(uuid.UUID{})])
 	b, err := s.sealer.Open(ctx, s.pool, tenant, customerID, pii.StoredResponse, v[len(uuid.UUID{}):])
 	if errors.Is(err, pii.ErrKeyDestroyed) {
-		return nil, grpcx.NotFound("customer")
+		return grpcx.NotFound("customer")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open stored response: %w", err)
+		return fmt.Errorf("open stored response: %w", err)
 	}
-	c := &customerv1.Customer{}
-	if err := proto.Unmarshal(b, c); err != nil {
-		return nil, fmt.Errorf("decode stored response: %w", err)
+	if err := proto.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode stored response: %w", err)
 	}
-	return c, nil
+	return nil
 }
 
 // maskPaths checks an update mask against the fields clients may change.
