@@ -2,69 +2,30 @@ package consent_test
 
 import (
 	"context"
-	"net"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
-	"github.com/rapporthq/rapport/pkg/authn"
-	"github.com/rapporthq/rapport/pkg/authz"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
-	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
 )
 
-// The test principal travels in metadata; testAuth trusts it. Real
-// credentials are authn's business and tested there.
-const (
-	mdTenant  = "x-test-tenant"
-	mdSubject = "x-test-subject"
-	mdRoles   = "x-test-roles"
-)
-
 var spec = pgdbtest.Spec{Schema: "customer", Migrations: customer.Migrations()}
-
-// fakeClock is the injected clock; tests move it, never sleep.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type testBundle struct {
 	pool   *pgxpool.Pool
-	clock  *fakeClock
+	clock  *grpcxtest.Clock // tests move it, never sleep
 	client customerv1.ConsentServiceClient
 	tenant string // tenant A; every bundle gets a fresh one
 }
@@ -72,44 +33,18 @@ type testBundle struct {
 // start is a Saturday, 12:00 in Berlin: outside any night-time quiet hours.
 var start = utc("2024-06-15T10:00:00Z")
 
+// setup serves the consent API through grpcxtest, which trusts the
+// principal the call's metadata names (see asTenant).
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	b := &testBundle{
 		pool:   pgdbtest.NewPool(t, spec),
-		clock:  &fakeClock{t: start},
+		clock:  grpcxtest.NewClock(start),
 		tenant: uuid.NewString(),
 	}
-	srv, err := grpcx.NewServer(grpcx.ServerConfig{AuthFunc: testAuth, Authorize: (&authz.Policy{}).Authorize})
-	require.NoError(t, err)
-	consent.NewServer(b.pool, b.clock.Now).Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := grpcxtest.Serve(t, consent.NewServer(b.pool, b.clock.Now).Register)
 	b.client = customerv1.NewConsentServiceClient(conn)
 	return b
-}
-
-func testAuth(ctx context.Context) (context.Context, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	first := func(k string) string {
-		if v := md.Get(k); len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
-	p := authn.Principal{TenantID: first(mdTenant), Subject: first(mdSubject)}
-	if p.TenantID == "" || p.Subject == "" {
-		return nil, status.Error(codes.Unauthenticated, "no test principal")
-	}
-	if r := first(mdRoles); r != "" {
-		p.Roles = strings.Split(r, ",")
-	}
-	return authn.NewContext(ctx, p), nil
 }
 
 // as is a call context of a principal of tenant A holding roles.
@@ -118,8 +53,8 @@ func (b *testBundle) as(t testing.TB, roles ...string) context.Context {
 }
 
 func asTenant(t testing.TB, tenant string, roles ...string) context.Context {
-	return metadata.AppendToOutgoingContext(t.Context(), mdTenant, tenant,
-		mdSubject, strings.Join(roles, "+")+"@test", mdRoles, strings.Join(roles, ","))
+	return metadata.AppendToOutgoingContext(t.Context(), grpcxtest.MDTenant, tenant,
+		grpcxtest.MDSubject, strings.Join(roles, "+")+"@test", grpcxtest.MDRoles, strings.Join(roles, ","))
 }
 
 // admin is tenant A's admin, who may call every RPC but ConfirmConsent.
