@@ -211,7 +211,7 @@ func (s *Server) ListOutreachTemplates(ctx context.Context, req *customerv1.List
 	size := grpcx.PageSize(req.GetPageSize())
 	var after string
 	if tok := req.GetPageToken(); tok != "" {
-		b, err := decodeToken(tok, "templates")
+		b, err := grpcx.DecodePageToken(tok, "templates")
 		if err != nil {
 			return nil, toStatus(&FieldError{Field: "page_token", Reason: err.Error()})
 		}
@@ -224,7 +224,7 @@ func (s *Server) ListOutreachTemplates(ctx context.Context, req *customerv1.List
 	resp := &customerv1.ListOutreachTemplatesResponse{}
 	if len(rows) > size {
 		rows = rows[:size]
-		resp.NextPageToken = encodeToken("templates", []byte(rows[len(rows)-1].Key))
+		resp.NextPageToken = grpcx.EncodePageToken("templates", []byte(rows[len(rows)-1].Key))
 	}
 	for _, t := range rows {
 		resp.OutreachTemplates = append(resp.OutreachTemplates, templateToProto(t))
@@ -345,7 +345,7 @@ func (s *Server) ListOutreachDeliveries(ctx context.Context, req *customerv1.Lis
 	size := grpcx.PageSize(req.GetPageSize())
 	var before uuid.UUID
 	if tok := req.GetPageToken(); tok != "" {
-		b, err := decodeToken(tok, filter)
+		b, err := grpcx.DecodePageToken(tok, filter)
 		if err == nil {
 			before, err = uuid.FromBytes(b)
 		}
@@ -368,7 +368,7 @@ func (s *Server) ListOutreachDeliveries(ctx context.Context, req *customerv1.Lis
 	if len(rows) > size {
 		rows = rows[:size]
 		last := rows[len(rows)-1].ID
-		resp.NextPageToken = encodeToken(filter, last[:])
+		resp.NextPageToken = grpcx.EncodePageToken(filter, last[:])
 	}
 	for _, d := range rows {
 		resp.OutreachDeliveries = append(resp.OutreachDeliveries, deliveryToProto(d))
@@ -409,12 +409,6 @@ func maskPaths(paths []string) ([]string, error) {
 	}
 	return out, nil
 }
-
-// Page tokens are grpcx page tokens: the filter's fingerprint and the
-// position of the page's last row.
-func encodeToken(filter string, pos []byte) string { return grpcx.EncodePageToken(filter, pos) }
-
-func decodeToken(s, filter string) ([]byte, error) { return grpcx.DecodePageToken(s, filter) }
 
 // toStatus maps the domain's errors to statuses, once. Other errors pass
 // on to grpcx's mapping (database kinds, or INTERNAL).
