@@ -59,6 +59,22 @@ func Subject(service, aggregate, event string) (string, error) {
 	return SubjectPrefix + "." + service + "." + aggregate + "." + event, nil
 }
 
+// ValidSubject reports whether s is a subject Subject could have built:
+// "rapport.<service>.<aggregate>.<event>" with tokens of lowercase letters,
+// digits and underscores.
+func ValidSubject(s string) bool {
+	toks := strings.Split(s, ".")
+	if len(toks) != 4 || toks[0] != SubjectPrefix {
+		return false
+	}
+	for _, t := range toks[1:] {
+		if checkToken("", t) != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // streamSubjects is the subject filter a service's stream captures.
 func streamSubjects(service string) string {
 	return SubjectPrefix + "." + service + ".>"

@@ -61,3 +61,18 @@ func TestHeaders(t *testing.T) {
 	require.Equal(t, []string{"ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time", "ce-subject", "content-type", "rapport-tenant"},
 		[]string{natsx.HeaderSpecVersion, natsx.HeaderID, natsx.HeaderType, natsx.HeaderSource, natsx.HeaderTime, natsx.HeaderSubject, natsx.HeaderContentType, natsx.HeaderTenant})
 }
+
+func TestValidSubject(t *testing.T) {
+	t.Parallel()
+
+	require.True(t, natsx.ValidSubject("rapport.ticket.ticket.resolved"))
+	require.True(t, natsx.ValidSubject("rapport.loyalty_v2.points.earned_2"))
+	for _, s := range []string{
+		"", "rapport", "rapport.ticket.ticket", "rapport.ticket.ticket.resolved.again",
+		"other.ticket.ticket.resolved", "rapport..ticket.resolved", "rapport.ticket.ticket.",
+		"rapport.Ticket.ticket.resolved", "rapport.ticket.care-plan.created", "rapport.ticket.*.resolved",
+		"rapport.ticket.ticket.>", "rapport.ticket.ticket.resolved\n", "rapport.ticket.ticket.résolu",
+	} {
+		require.False(t, natsx.ValidSubject(s), "%q", s)
+	}
+}

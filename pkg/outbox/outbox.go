@@ -56,7 +56,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -124,8 +123,6 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("outbox: event %d: %s: %s", e.Index, e.Field, e.Reason)
 }
 
-var subjectPattern = regexp.MustCompile(`^` + natsx.SubjectPrefix + `\.[a-z0-9_]+\.[a-z0-9_]+\.[a-z0-9_]+$`)
-
 var queries = dbgen.New()
 
 // Write adds events to the outbox in tx, the caller's transaction, in
@@ -188,7 +185,7 @@ func prepare(i int, e Event, now time.Time) (dbgen.OutboxInsertParams, error) {
 	if err != nil || tenant == uuid.Nil {
 		return bad("TenantID", "not a non-nil UUID")
 	}
-	if !subjectPattern.MatchString(e.Subject) {
+	if !natsx.ValidSubject(e.Subject) {
 		return bad("Subject", "%q is not %s.<service>.<aggregate>.<event> in lowercase letters, digits and '_'",
 			e.Subject, natsx.SubjectPrefix)
 	}
