@@ -19,6 +19,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
+	"github.com/rapporthq/rapport/services/customer/internal/customertest"
 )
 
 var spec = pgdbtest.Spec{Schema: "customer", Migrations: customer.Migrations()}
@@ -60,23 +61,11 @@ func asTenant(t testing.TB, tenant string, roles ...string) context.Context {
 // admin is tenant A's admin, who may call every RPC but ConfirmConsent.
 func (b *testBundle) admin(t testing.TB) context.Context { return b.as(t, "admin") }
 
-// customer inserts a customer of tenant into the profile table directly, in
-// the given time zone ("" for none). It writes only identity columns and
-// the time zone; the personal columns the profile owns are filled with
-// placeholders of whichever shape the schema has (sealed or plain).
+// customer inserts a customer of tenant into the profile table directly
+// (customertest), in the given time zone ("" for none).
 func (b *testBundle) customer(t testing.TB, tenant, zone string) string {
 	t.Helper()
-	id := uuid.Must(uuid.NewV7()).String()
-	var sealed bool
-	require.NoError(t, b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM information_schema.columns
-		WHERE table_schema = 'customer' AND table_name = 'customers' AND column_name = 'display_name_sealed')`).Scan(&sealed))
-	q := `INSERT INTO customers (tenant_id, id, time_zone, display_name) VALUES ($1, $2, $3, 'Test Customer')`
-	if sealed {
-		q = `INSERT INTO customers (tenant_id, id, time_zone, display_name_sealed) VALUES ($1, $2, $3, '\x01')`
-	}
-	_, err := b.pool.Exec(t.Context(), q, tenant, id, zone)
-	require.NoError(t, err)
-	return id
+	return customertest.Insert(t, b.pool, uuid.MustParse(tenant), 1, customertest.Options{TimeZone: zone})[0].String()
 }
 
 const (
