@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -319,21 +318,13 @@ func (restAPI) name() string { return "REST" }
 
 func (a restAPI) do(tb testing.TB, method, path, token, idemKey string, body []byte, into proto.Message) result {
 	tb.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), method, a.base+path, bytes.NewReader(body))
-	require.NoError(tb, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	headers := map[string]string{"Content-Type": "application/json"}
 	if idemKey != "" {
-		req.Header.Set("Idempotency-Key", idemKey)
+		headers["Idempotency-Key"] = idemKey
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(tb, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(tb, err)
-	if resp.StatusCode == http.StatusOK {
+	reply := httpCall(tb, a.base, method, path, token, headers, string(body))
+	raw := []byte(reply.body)
+	if reply.status == http.StatusOK {
 		require.NoError(tb, protojson.Unmarshal(raw, into), "body: %s", raw)
 		switch m := into.(type) {
 		case *customerv1.Customer:
@@ -358,10 +349,10 @@ func (a restAPI) do(tb testing.TB, method, path, token, idemKey string, body []b
 			} `json:"fieldViolations"`
 		} `json:"details"`
 	}
-	require.NoError(tb, json.Unmarshal(raw, &e), "status %d body %s", resp.StatusCode, raw)
+	require.NoError(tb, json.Unmarshal(raw, &e), "status %d body %s", reply.status, raw)
 	r := result{code: codes.Code(e.Code), message: e.Message} //nolint:gosec // small enum
 	// The HTTP status must be the one grpc-gateway maps the gRPC code to.
-	require.Equal(tb, runtime.HTTPStatusFromCode(r.code), resp.StatusCode, "body %s", raw)
+	require.Equal(tb, runtime.HTTPStatusFromCode(r.code), reply.status, "body %s", raw)
 	for _, d := range e.Details {
 		for _, v := range d.FieldViolations {
 			r.fields = append(r.fields, v.Field)

@@ -24,9 +24,17 @@ type httpReply struct {
 	body   string
 }
 
+// call makes one HTTP request to the system's gateway.
 func (b *testBundle) call(tb testing.TB, method, path, token string, headers map[string]string, body string) httpReply {
 	tb.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), method, b.httpBase+path, strings.NewReader(body))
+	return httpCall(tb, b.httpBase, method, path, token, headers, body)
+}
+
+// httpCall makes one HTTP request to base+path, with token as a bearer
+// credential when set, and reads the whole answer.
+func httpCall(tb testing.TB, base, method, path, token string, headers map[string]string, body string) httpReply {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, base+path, strings.NewReader(body))
 	require.NoError(tb, err)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
