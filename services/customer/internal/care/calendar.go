@@ -374,7 +374,7 @@ func (a *careAPI) ListCareOccasions(ctx context.Context, req *customerv1.ListCar
 	var birthdays []uuid.UUID
 	for _, o := range rows {
 		resp.Occasions = append(resp.Occasions, occasionToProto(o))
-		if o.Kind == "birthday" && !slices.Contains(birthdays, o.CustomerID) {
+		if o.Kind == store.KindBirthday && !slices.Contains(birthdays, o.CustomerID) {
 			birthdays = append(birthdays, o.CustomerID)
 		}
 	}
