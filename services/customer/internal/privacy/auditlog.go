@@ -3,7 +3,6 @@ package privacy
 import (
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -97,10 +96,4 @@ func decodeAuditPageToken(s, customer string) (uuid.UUID, error) {
 		return uuid.Nil, errors.New("is not a token from this API")
 	}
 	return id, nil
-}
-
-func sortedCopy(ss []string) []string {
-	out := slices.Clone(ss)
-	slices.Sort(out)
-	return slices.Compact(out)
 }
