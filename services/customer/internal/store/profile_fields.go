@@ -248,45 +248,19 @@ func (s *Store) Duplicates(ctx context.Context, db profile.DB, c profile.Custome
 		if k.value == "" {
 			continue
 		}
-		bidx, err := t.BlindIndex(k.col, k.value)
+		cands, err := s.candidates(ctx, db, t, c.TenantID, k.col, k.value, "find duplicates")
 		if err != nil {
-			return nil, fmt.Errorf("find duplicates: %w", err)
-		}
-		arg := pgtype.Int4{Int32: bidx, Valid: true}
-		var cands []dbgen.Customer
-		if k.col == pii.Email {
-			cands, err = s.q.CustomerCandidatesByEmail(ctx, db, dbgen.CustomerCandidatesByEmailParams{TenantID: c.TenantID, Bidx: arg})
-		} else {
-			cands, err = s.q.CustomerCandidatesByPhone(ctx, db, dbgen.CustomerCandidatesByPhoneParams{TenantID: c.TenantID, Bidx: arg})
-		}
-		if err != nil {
-			return nil, interpret("find duplicates", err)
+			return nil, err
 		}
 		cands = slices.DeleteFunc(cands, func(r dbgen.Customer) bool { return r.ID == c.ID })
 		if len(cands) > maxDuplicateCandidates {
 			cands = cands[:maxDuplicateCandidates]
 		}
-		keys, err := s.pii.CustomerKeys(ctx, db, c.TenantID, ids(cands))
+		same, _, err := s.matching(ctx, db, c.TenantID, k.col, k.value, cands, 0, "find duplicates")
 		if err != nil {
-			return nil, fmt.Errorf("find duplicates: %w", err)
+			return nil, err
 		}
-		want := pii.Normalise(k.col, k.value)
-		for _, r := range cands {
-			key, ok := keys[r.ID]
-			if !ok {
-				continue // erased
-			}
-			ct := r.EmailSealed
-			if k.col == pii.Phone {
-				ct = r.PhoneSealed
-			}
-			got, err := key.Open(k.col, ct)
-			if err != nil {
-				return nil, fmt.Errorf("find duplicates: %w", err)
-			}
-			if pii.Normalise(k.col, string(got)) != want {
-				continue // a blind-index collision
-			}
+		for _, r := range same {
 			matches[r.ID] = append(matches[r.ID], profile.Match{Key: k.key})
 			rows[r.ID] = r
 		}

@@ -163,26 +163,63 @@ func (s *Store) Lookup(ctx context.Context, db profile.DB, q profile.LookupQuery
 	if err != nil {
 		return nil, fmt.Errorf("lookup customers: %w", err)
 	}
-	bidx, err := t.BlindIndex(col, value)
+	cands, err := s.candidates(ctx, db, t, q.TenantID, col, value, "lookup customers")
 	if err != nil {
-		return nil, fmt.Errorf("lookup customers: %w", err)
+		return nil, err
 	}
-	var rows []dbgen.Customer
-	if col == pii.Email {
-		rows, err = s.q.CustomerCandidatesByEmail(ctx, db, dbgen.CustomerCandidatesByEmailParams{TenantID: q.TenantID, Bidx: pgtype.Int4{Int32: bidx, Valid: true}})
-	} else {
-		rows, err = s.q.CustomerCandidatesByPhone(ctx, db, dbgen.CustomerCandidatesByPhoneParams{TenantID: q.TenantID, Bidx: pgtype.Int4{Int32: bidx, Valid: true}})
-	}
+	rows, keys, err := s.matching(ctx, db, q.TenantID, col, value, cands, q.Limit, "lookup customers")
 	if err != nil {
-		return nil, interpret("lookup customers", err)
+		return nil, err
 	}
-	keys, err := s.pii.CustomerKeys(ctx, db, q.TenantID, ids(rows))
-	if err != nil {
-		return nil, fmt.Errorf("lookup customers: %w", err)
-	}
-	want := pii.Normalise(col, value)
 	var out []profile.Customer
 	for _, r := range rows {
+		c, err := openRow(r, keys[r.ID])
+		if err != nil {
+			return nil, fmt.Errorf("lookup customers: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := s.withExternalRefs(ctx, db, q.TenantID, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// candidates returns the tenant's live customers whose col (email or phone)
+// blind index equals value's, newest first: the true matches and about
+// R / 2^bits others. doing names the caller's work in errors.
+func (s *Store) candidates(ctx context.Context, db profile.DB, t *pii.TenantKeys, tenantID uuid.UUID, col pii.Column, value, doing string) ([]dbgen.Customer, error) {
+	bidx, err := t.BlindIndex(col, value)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", doing, err)
+	}
+	arg := pgtype.Int4{Int32: bidx, Valid: true}
+	var rows []dbgen.Customer
+	if col == pii.Email {
+		rows, err = s.q.CustomerCandidatesByEmail(ctx, db, dbgen.CustomerCandidatesByEmailParams{TenantID: tenantID, Bidx: arg})
+	} else {
+		rows, err = s.q.CustomerCandidatesByPhone(ctx, db, dbgen.CustomerCandidatesByPhoneParams{TenantID: tenantID, Bidx: arg})
+	}
+	if err != nil {
+		return nil, interpret(doing, err)
+	}
+	return rows, nil
+}
+
+// matching returns the candidates whose col value, decrypted, equals value
+// in normalised form (a blind-index collision is not a match), in their
+// order, at most limit of them (0: all), with their keys. An erased
+// candidate has no key left and never matches. Only col is opened.
+func (s *Store) matching(ctx context.Context, db profile.DB, tenantID uuid.UUID, col pii.Column, value string, cands []dbgen.Customer,
+	limit int, doing string,
+) ([]dbgen.Customer, map[uuid.UUID]*pii.CustomerKey, error) {
+	keys, err := s.pii.CustomerKeys(ctx, db, tenantID, ids(cands))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", doing, err)
+	}
+	want := pii.Normalise(col, value)
+	var out []dbgen.Customer
+	for _, r := range cands {
 		key, ok := keys[r.ID]
 		if !ok {
 			continue // erased: nothing left to match
@@ -193,24 +230,17 @@ func (s *Store) Lookup(ctx context.Context, db profile.DB, q profile.LookupQuery
 		}
 		got, err := key.Open(col, sealed)
 		if err != nil {
-			return nil, fmt.Errorf("lookup customers: %w", err)
+			return nil, nil, fmt.Errorf("%s: %w", doing, err)
 		}
 		if pii.Normalise(col, string(got)) != want {
 			continue // a blind-index collision
 		}
-		c, err := openRow(r, key)
-		if err != nil {
-			return nil, fmt.Errorf("lookup customers: %w", err)
-		}
-		out = append(out, c)
-		if len(out) == q.Limit {
+		out = append(out, r)
+		if len(out) == limit {
 			break
 		}
 	}
-	if err := s.withExternalRefs(ctx, db, q.TenantID, out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, keys, nil
 }
 
 // sealed is a profile's personal fields as stored.
