@@ -40,21 +40,26 @@ func Roles() []string {
 }
 
 // Policy answers from the method options of the registered protos. The zero
-// value is ready; rules are looked up once per method and cached.
+// value is ready; a method's rule is looked up once and cached. Names
+// without a rule are looked up each time and not cached: they are whatever
+// an authenticated caller sends (the unknown-service handler runs the stream
+// chain too), so caching them would let the map grow without bound.
 type Policy struct {
-	cache sync.Map // full method -> []string (nil: no rule)
+	cache sync.Map // full method -> []string, methods with a rule only
 }
 
 // Rule returns the roles allowed to call fullMethod ("/pkg.Service/Method")
 // and whether the method declares a rule at all.
 func (p *Policy) Rule(fullMethod string) ([]string, bool) {
 	if v, ok := p.cache.Load(fullMethod); ok {
-		roles := v.([]string)
-		return roles, roles != nil
+		return v.([]string), true
 	}
 	roles := lookup(fullMethod)
+	if roles == nil {
+		return nil, false
+	}
 	p.cache.Store(fullMethod, roles)
-	return roles, roles != nil
+	return roles, true
 }
 
 func lookup(fullMethod string) []string {
