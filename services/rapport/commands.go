@@ -31,14 +31,18 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// loadConfig reads the environment, applies -target and validates.
-func loadConfig(ctx context.Context, lookup func(string) (string, bool), target string) (compose.Config, error) {
-	cfg, err := compose.Load(ctx, envconfig.LookuperFunc(func(k string) (string, bool) { return lookup(k) }))
+// loadConfig reads the environment, applies -target and the adjustments,
+// and validates.
+func loadConfig(ctx context.Context, lookup func(string) (string, bool), target string, adjust ...func(*compose.Config)) (compose.Config, error) {
+	cfg, err := compose.Load(ctx, envconfig.LookuperFunc(lookup))
 	if err != nil {
 		return cfg, usageError{err}
 	}
 	if target != "" {
 		cfg.Targets = target
+	}
+	for _, a := range adjust {
+		a(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
@@ -80,17 +84,12 @@ func migrate(ctx context.Context, args []string, stderr io.Writer, lookup func(s
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := compose.Load(ctx, envconfig.LookuperFunc(func(k string) (string, bool) { return lookup(k) }))
-	if err != nil {
-		return usageError{err}
-	}
-	if *target != "" {
-		cfg.Targets = *target
-	}
 	// Migrations need no credentials configuration; check only what they use.
-	cfg.Auth.Dev = cfg.Auth.JWKSFile == "" && cfg.Auth.JWKSURL == ""
-	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+	cfg, err := loadConfig(ctx, lookup, *target, func(c *compose.Config) {
+		c.Auth.Dev = c.Auth.JWKSFile == "" && c.Auth.JWKSURL == ""
+	})
+	if err != nil {
+		return err
 	}
 	return compose.Migrate(ctx, cfg, newLogger(stderr, cfg.LogLevel))
 }
@@ -105,7 +104,7 @@ func token(ctx context.Context, args []string, stdout, stderr io.Writer, lookup 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := compose.Load(ctx, envconfig.LookuperFunc(func(k string) (string, bool) { return lookup(k) }))
+	cfg, err := compose.Load(ctx, envconfig.LookuperFunc(lookup))
 	if err != nil {
 		return usageError{err}
 	}
