@@ -3,13 +3,13 @@ package apikey
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -271,18 +271,10 @@ func TestListAuthFailuresBadInput(t *testing.T) {
 // requireViolation asserts err is INVALID_ARGUMENT with a violation on field.
 func requireViolation(t *testing.T, err error, field string) {
 	t.Helper()
-	st := status.Convert(err)
-	require.Equal(t, codes.InvalidArgument, st.Code(), "%s: %v", field, err)
-	var fields []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				if v.GetField() == field {
-					return
-				}
-				fields = append(fields, v.GetField())
-			}
-		}
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%s: %v", field, err)
+	fields := grpcxtest.ViolationFields(err)
+	if slices.Contains(fields, field) {
+		return
 	}
 	t.Fatalf("no violation on %s; got %v (%v)", field, fields, err)
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -165,17 +164,11 @@ func secretOf(key string) string { return key[len("rk_")+32+1:] }
 // starting with field.
 func requireField(tb testing.TB, err error, field string) {
 	tb.Helper()
-	st := status.Convert(err)
-	require.Equal(tb, codes.InvalidArgument, st.Code(), "%v", err)
-	var fields []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-				if strings.HasPrefix(v.GetField(), field) {
-					return
-				}
-			}
+	require.Equal(tb, codes.InvalidArgument, status.Code(err), "%v", err)
+	fields := grpcxtest.ViolationFields(err)
+	for _, f := range fields {
+		if strings.HasPrefix(f, field) {
+			return
 		}
 	}
 	tb.Fatalf("no violation on %s; got %v (%v)", field, fields, err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -159,4 +160,18 @@ func (b *LogBuffer) Lines(tb testing.TB, msg string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// ViolationFields returns the fields err's google.rpc.BadRequest details
+// name, in order; none for an error without such details.
+func ViolationFields(err error) []string {
+	var fields []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	return fields
 }
