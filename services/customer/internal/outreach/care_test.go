@@ -320,6 +320,12 @@ func TestCareOccasionTemplateProblems(t *testing.T) {
 	require.Equal(t, outreach.ReasonRenderFailed, ds[0].GetFailureReason())
 	require.Zero(t, w.deliverDue(t))
 	require.Empty(t, w.smtp.received())
+
+	// Both are counted, like every delivery that ends at once.
+	require.Equal(t, 1.0, metricValue(t, w.metrics, "rapport_outreach_deliveries_total",
+		map[string]string{"channel": "none", "outcome": "failed", "reason": outreach.ReasonNoTemplate}))
+	require.Equal(t, 1.0, metricValue(t, w.metrics, "rapport_outreach_deliveries_total",
+		map[string]string{"channel": "email", "outcome": "failed", "reason": outreach.ReasonRenderFailed}))
 }
 
 func TestCareSettingsTemplateKeys(t *testing.T) {

@@ -165,7 +165,7 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 	}
 	if noTemplate {
 		d.Status, d.FailureReason = store.StatusFailed, ReasonNoTemplate
-		return s.insertDelivery(ctx, tx, d, now)
+		return s.insertDelivery(ctx, tx, r, d, now)
 	}
 	d.TemplateID, d.TemplateKey, d.Channel = t.ID, t.Key, t.Channel
 
@@ -200,7 +200,7 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 					return store.Delivery{}, err
 				}
 			}
-			return s.insertDelivery(ctx, tx, d, now)
+			return s.insertDelivery(ctx, tx, r, d, now)
 		case errors.As(err, &pe):
 			return store.Delivery{}, &FieldError{Field: "variables",
 				Reason: fmt.Sprintf("do not render template %s (variant %s, %s): %v", t.Key, v.Locale, pe.part, pe.err)}
@@ -250,11 +250,7 @@ func (s *Server) send(ctx context.Context, tx pgx.Tx, w who, r sendRequest) (sto
 	if err := auditSend(ctx, tx, w, r.requestID, d, contact, opened...); err != nil {
 		return store.Delivery{}, err
 	}
-	stored, err := s.insertDelivery(ctx, tx, d, now)
-	if err == nil && r.created != nil {
-		*r.created = stored
-	}
-	return stored, err
+	return s.insertDelivery(ctx, tx, r, d, now)
 }
 
 // deferrable reports whether a refusal only means "not now": quiet hours,
@@ -270,9 +266,10 @@ func (s *Server) deferrable(dec consent.Decision, created time.Time) bool {
 	return false
 }
 
-// insertDelivery stores a new delivery and, when it ended at once (FAILED
-// or REFUSED), its OutreachFailed event, in tx.
-func (s *Server) insertDelivery(ctx context.Context, tx pgx.Tx, d store.Delivery, now time.Time) (store.Delivery, error) {
+// insertDelivery stores d, the new delivery of r, and, when it ended at
+// once (FAILED or REFUSED), its OutreachFailed event, in tx; it hands the
+// stored delivery to r.created, for the caller to count once it commits.
+func (s *Server) insertDelivery(ctx context.Context, tx pgx.Tx, r sendRequest, d store.Delivery, now time.Time) (store.Delivery, error) {
 	stored, err := s.store.InsertDelivery(ctx, tx, d)
 	if errors.Is(err, store.ErrConflict) {
 		return store.Delivery{}, errRequestIDRace
@@ -284,6 +281,9 @@ func (s *Server) insertDelivery(ctx context.Context, tx pgx.Tx, d store.Delivery
 		if err := outbox.Write(ctx, tx, failedEvent(stored, now)); err != nil {
 			return store.Delivery{}, fmt.Errorf("write outreach event: %w", err)
 		}
+	}
+	if r.created != nil {
+		*r.created = stored
 	}
 	return stored, nil
 }
