@@ -10,13 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,6 +30,7 @@ import (
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/grpcx"
+	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/idem"
 	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
@@ -49,7 +48,7 @@ type testBundle struct {
 	pool   *pgxpool.Pool
 	master []byte
 	client customerv1.CustomerServiceClient
-	logs   *syncBuffer
+	logs   *grpcxtest.LogBuffer
 	tenant string
 }
 
@@ -66,7 +65,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 		opts = &setupOpts{}
 	}
 	ctx := context.Background()
-	b := &testBundle{dbURL: opts.dbURL, master: opts.master, logs: &syncBuffer{}, tenant: uuid.NewString()}
+	b := &testBundle{dbURL: opts.dbURL, master: opts.master, logs: &grpcxtest.LogBuffer{}, tenant: uuid.NewString()}
 	if b.dbURL == "" {
 		b.dbURL = pgdbtest.NewDatabase(t, spec)
 	}
@@ -158,23 +157,6 @@ func (b *testBundle) requireCleanLogs(t *testing.T, markers []string) {
 	for _, m := range markers {
 		require.NotContains(t, logs, m)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // marked is customer i of a SEC-07 run: every personal field carries a
@@ -531,14 +513,6 @@ func TestIdempotencyRecords(t *testing.T) {
 
 	t.Run("AReusedKeyWithAnotherPayloadIsRefused", func(t *testing.T) {
 		_, err := b.client.CreateCustomer(b.as(), &customerv1.CreateCustomerRequest{Customer: marked(2), RequestId: requestID})
-		st := status.Convert(err)
-		require.Equal(t, codes.InvalidArgument, st.Code())
-		var reason string
-		for _, d := range st.Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok {
-				reason = info.GetReason()
-			}
-		}
-		require.Equal(t, idem.ReasonKeyReused, reason)
+		requireReason(t, err, codes.InvalidArgument, idem.ReasonKeyReused)
 	})
 }
