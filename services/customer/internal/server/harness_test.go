@@ -88,15 +88,7 @@ func requireViolation(t *testing.T, err error, field string) {
 	t.Helper()
 	st := status.Convert(err)
 	require.Equal(t, codes.InvalidArgument, st.Code(), "%v", err)
-	var fields []string
-	for _, d := range st.Details() {
-		switch d := d.(type) {
-		case *errdetails.BadRequest:
-			for _, v := range d.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
-	}
+	fields := grpcxtest.ViolationFields(err)
 	if len(fields) == 0 {
 		require.Contains(t, st.Message(), field, "no BadRequest detail; the message must name the field")
 		return
