@@ -2,13 +2,13 @@ package outreach
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rapporthq/rapport/pkg/promx"
 	"github.com/rapporthq/rapport/services/customer/internal/consent"
 	"github.com/rapporthq/rapport/services/customer/internal/outreach/store"
 )
@@ -66,14 +66,14 @@ func (s *Server) Instrument(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	deliveries, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	deliveries, err := promx.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rapport_outreach_deliveries_total",
 		Help: "Outreach delivery outcomes by channel, outcome (sent, failed, retry, refused, deferred) and reason class.",
 	}, []string{"channel", "outcome", "reason"}))
 	if err != nil {
 		return err
 	}
-	sendTime, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	sendTime, err := promx.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "rapport_outreach_send_duration_seconds",
 		Help:    "Duration of one outreach send attempt (driver hand-over to the provider) by channel and result (ok, temporary, permanent).",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10), // 10 ms … 38 s (the send timeout is 30 s)
@@ -81,14 +81,14 @@ func (s *Server) Instrument(reg prometheus.Registerer) error {
 	if err != nil {
 		return err
 	}
-	due, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	due, err := promx.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rapport_outreach_due",
 		Help: "Queued outreach deliveries past due and not leased by a worker (database-wide; aggregate replicas with max).",
 	}, []string{"channel"}))
 	if err != nil {
 		return err
 	}
-	dueOldest, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	dueOldest, err := promx.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "rapport_outreach_due_oldest_seconds",
 		Help: "How long the oldest due, unleased outreach delivery has been waiting; 0 when none is.",
 	}))
@@ -100,22 +100,6 @@ func (s *Server) Instrument(reg prometheus.Registerer) error {
 	}
 	s.metrics = &metrics{deliveries: deliveries, sendTime: sendTime, due: due, dueOldest: dueOldest}
 	return nil
-}
-
-// register registers c, or returns the collector of the same description
-// already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
 
 // channelLabel is a delivery's channel, "none" for the FAILED no_template
