@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // BlindIndexBits is how many bits of the keyed PRF a blind index keeps.
@@ -83,4 +85,24 @@ func (t *TenantKeys) Fingerprint(purpose string, data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("fingerprint: %w", err)
 	}
 	return out, nil
+}
+
+// RequestFingerprint is the Fingerprint, for purpose, of an API request
+// without its request_id field: what an idempotency record stores instead of
+// the request. Equal requests still match and different ones still differ,
+// which is all an idempotency check compares.
+func (t *TenantKeys) RequestFingerprint(purpose string, req proto.Message) ([]byte, error) {
+	m := proto.Clone(req)
+	if fd := m.ProtoReflect().Descriptor().Fields().ByName("request_id"); fd != nil {
+		m.ProtoReflect().Clear(fd)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("request fingerprint: %w", err)
+	}
+	fp, err := t.Fingerprint(purpose, b)
+	if err != nil {
+		return nil, fmt.Errorf("request fingerprint: %w", err)
+	}
+	return fp, nil
 }

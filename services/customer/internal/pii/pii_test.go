@@ -11,7 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
+	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/services/customer"
@@ -351,6 +353,32 @@ func TestBlindIndex(t *testing.T) {
 		require.Equal(t, "+442071234567", pii.Normalise(pii.Phone, "+44 (20) 7123-4567"))
 		require.Equal(t, " Ada ", pii.Normalise(pii.DisplayName, " Ada "))
 	})
+}
+
+// TestRequestFingerprint: the fingerprint of a request ignores its
+// request_id and nothing else, and is the tenant's Fingerprint of the
+// request without it.
+func TestRequestFingerprint(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	tk, err := b.sealer.Tenant(context.Background(), b.pool, b.tenant)
+	require.NoError(t, err)
+	fingerprint := func(req proto.Message) []byte {
+		t.Helper()
+		fp, err := tk.RequestFingerprint("test", req)
+		require.NoError(t, err)
+		return fp
+	}
+	req := &customerv1.CreateCustomerRequest{Customer: &customerv1.Customer{DisplayName: "Ada"}, RequestId: "r1"}
+	stripped := &customerv1.CreateCustomerRequest{Customer: &customerv1.Customer{DisplayName: "Ada"}}
+	b1, err := proto.MarshalOptions{Deterministic: true}.Marshal(stripped)
+	require.NoError(t, err)
+	want, err := tk.Fingerprint("test", b1)
+	require.NoError(t, err)
+	require.Equal(t, want, fingerprint(req))
+	require.Equal(t, "r1", req.GetRequestId(), "the request itself is left as it is")
+	require.Equal(t, want, fingerprint(&customerv1.CreateCustomerRequest{Customer: &customerv1.Customer{DisplayName: "Ada"}, RequestId: "r2"}))
+	require.NotEqual(t, want, fingerprint(&customerv1.CreateCustomerRequest{Customer: &customerv1.Customer{DisplayName: "Bob"}, RequestId: "r1"}))
 }
 
 // TestTruncationRule: RELIABILITY.md §1.7 wants 2 ≤ C < √R. The documented

@@ -233,9 +233,11 @@ func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uu
 		isFresh     bool
 	)
 	if key.RequestID != "" {
-		if fingerprint, err = requestFingerprint(keys, req); err != nil {
+		fp, err := keys.RequestFingerprint("idempotent-request", req)
+		if err != nil {
 			return zero, false, err
 		}
+		fingerprint = wrapperspb.Bytes(fp)
 	}
 	stored, err := idem.Do(ctx, s.pool, key, fingerprint, func(ctx context.Context, tx pgx.Tx) (*wrapperspb.BytesValue, error) {
 		resp, customerID, err := fn(ctx, tx)
@@ -259,25 +261,6 @@ func sealedIdempotent[R proto.Message](ctx context.Context, s *Server, tenant uu
 		return zero, false, err
 	}
 	return out, true, nil
-}
-
-// requestFingerprint stands in for req in the idempotency record: the tenant's
-// keyed PRF of the request without its request_id. Equal requests still
-// match and different ones still differ, which is all idem compares.
-func requestFingerprint(t *pii.TenantKeys, req proto.Message) (*wrapperspb.BytesValue, error) {
-	m := proto.Clone(req)
-	if fd := m.ProtoReflect().Descriptor().Fields().ByName("request_id"); fd != nil {
-		m.ProtoReflect().Clear(fd)
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("request fingerprint: %w", err)
-	}
-	fp, err := t.Fingerprint("idempotent-request", b)
-	if err != nil {
-		return nil, fmt.Errorf("request fingerprint: %w", err)
-	}
-	return wrapperspb.Bytes(fp), nil
 }
 
 // sealResponse seals a response for storage: the customer's id, then the
