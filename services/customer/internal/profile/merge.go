@@ -116,7 +116,7 @@ func (s *Service) Merge(ctx context.Context, tx pgx.Tx, tenantID, primaryID uuid
 	if err != nil {
 		return MergeResult{}, err
 	}
-	if _, err := s.repo.MarkMerged(ctx, tx, tenantID, primaryID, sourceIDs, now); err != nil {
+	if err := s.repo.MarkMerged(ctx, tx, tenantID, primaryID, sourceIDs, now); err != nil {
 		return MergeResult{}, err
 	}
 	result := MergeResult{Customer: updated, Sections: []Section{

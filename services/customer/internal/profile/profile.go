@@ -141,8 +141,8 @@ type Repository interface {
 	LockForMerge(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, ids []uuid.UUID) ([]Customer, error)
 	// MarkMerged points the sources (and whatever was merged into them) at
 	// primary, and drops the sources' external refs (the primary holds them
-	// now). It returns how many external refs it dropped.
-	MarkMerged(ctx context.Context, tx pgx.Tx, tenantID, primary uuid.UUID, sources []uuid.UUID, now time.Time) (int64, error)
+	// now).
+	MarkMerged(ctx context.Context, tx pgx.Tx, tenantID, primary uuid.UUID, sources []uuid.UUID, now time.Time) error
 	// Duplicates returns the tenant's other live customers sharing c's
 	// email, phone or an external ref, newest first, at most limit.
 	Duplicates(ctx context.Context, db DB, c Customer, limit int) ([]Duplicate, error)

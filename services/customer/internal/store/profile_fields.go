@@ -201,27 +201,26 @@ func (s *Store) LockForMerge(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID,
 
 // MarkMerged points the sources, and the customers merged into them before,
 // at the primary, and drops the sources' external refs.
-func (s *Store) MarkMerged(ctx context.Context, tx pgx.Tx, tenantID, primary uuid.UUID, sources []uuid.UUID, now time.Time) (int64, error) {
+func (s *Store) MarkMerged(ctx context.Context, tx pgx.Tx, tenantID, primary uuid.UUID, sources []uuid.UUID, now time.Time) error {
 	if _, err := s.q.CustomerRepointMerged(ctx, tx, dbgen.CustomerRepointMergedParams{
 		TenantID: tenantID, PrimaryID: primary, SourceIds: sources,
 	}); err != nil {
-		return 0, interpret("re-point merged customers", err)
+		return interpret("re-point merged customers", err)
 	}
 	n, err := s.q.CustomerMarkMerged(ctx, tx, dbgen.CustomerMarkMergedParams{
 		TenantID: tenantID, PrimaryID: primary, SourceIds: sources, Now: pgtype.Timestamptz{Time: now, Valid: true},
 	})
 	if err != nil {
-		return 0, interpret("mark customers merged", err)
+		return interpret("mark customers merged", err)
 	}
 	if n != int64(len(sources)) {
 		// The caller locked them and saw them unmerged; anything else is a bug.
-		return 0, errors.New("mark customers merged: a source changed under its lock")
+		return errors.New("mark customers merged: a source changed under its lock")
 	}
-	dropped, err := s.q.ExternalRefsDeleteFor(ctx, tx, dbgen.ExternalRefsDeleteForParams{TenantID: tenantID, CustomerIds: sources})
-	if err != nil {
-		return 0, interpret("drop merged external refs", err)
+	if err := s.q.ExternalRefsDeleteFor(ctx, tx, dbgen.ExternalRefsDeleteForParams{TenantID: tenantID, CustomerIds: sources}); err != nil {
+		return interpret("drop merged external refs", err)
 	}
-	return dropped, nil
+	return nil
 }
 
 // maxDuplicateCandidates bounds the blind-index candidates a duplicate

@@ -80,7 +80,7 @@ func (q *Queries) ExternalRefsDeleteExcept(ctx context.Context, db DBTX, arg Ext
 	return err
 }
 
-const externalRefsDeleteFor = `-- name: ExternalRefsDeleteFor :execrows
+const externalRefsDeleteFor = `-- name: ExternalRefsDeleteFor :exec
 DELETE FROM customer_external_refs
 WHERE tenant_id = $1 AND customer_id = ANY($2::uuid[])
 `
@@ -90,12 +90,9 @@ type ExternalRefsDeleteForParams struct {
 	CustomerIds []uuid.UUID
 }
 
-func (q *Queries) ExternalRefsDeleteFor(ctx context.Context, db DBTX, arg ExternalRefsDeleteForParams) (int64, error) {
-	result, err := db.Exec(ctx, externalRefsDeleteFor, arg.TenantID, arg.CustomerIds)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+func (q *Queries) ExternalRefsDeleteFor(ctx context.Context, db DBTX, arg ExternalRefsDeleteForParams) error {
+	_, err := db.Exec(ctx, externalRefsDeleteFor, arg.TenantID, arg.CustomerIds)
+	return err
 }
 
 const externalRefsList = `-- name: ExternalRefsList :many

@@ -17,7 +17,7 @@ JOIN unnest(@refs::text[]) WITH ORDINALITY AS r(ref, n) USING (n)
 ON CONFLICT (tenant_id, customer_id, system) DO UPDATE SET ref = excluded.ref
 WHERE customer_external_refs.ref <> excluded.ref;
 
--- name: ExternalRefsDeleteFor :execrows
+-- name: ExternalRefsDeleteFor :exec
 DELETE FROM customer_external_refs
 WHERE tenant_id = @tenant_id AND customer_id = ANY(@customer_ids::uuid[]);
 
