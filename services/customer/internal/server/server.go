@@ -11,7 +11,6 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -378,29 +377,24 @@ func toProto(c profile.Customer) *customerv1.Customer {
 	return out
 }
 
-// Page tokens carry the last id of the page and a fingerprint of the filter,
-// so a token used with other filters is refused instead of paging wrongly.
+// Page tokens are grpcx page tokens: the tag filter's fingerprint (a token
+// is refused with other filters) and the last id of the page.
+func customersPageFilter(req *customerv1.ListCustomersRequest) string {
+	return "customers:" + req.GetTag()
+}
+
 func encodePageToken(last uuid.UUID, req *customerv1.ListCustomersRequest) string {
-	tok := &customerv1.ListCustomersRequest{Tag: req.GetTag(), PageToken: last.String()}
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(tok)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return grpcx.EncodePageToken(customersPageFilter(req), last[:])
 }
 
 func decodePageToken(s string, req *customerv1.ListCustomersRequest) (uuid.UUID, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	pos, err := grpcx.DecodePageToken(s, customersPageFilter(req))
+	if err != nil {
+		return uuid.Nil, err
+	}
+	id, err := uuid.FromBytes(pos)
 	if err != nil {
 		return uuid.Nil, errors.New("is not a token from this API")
-	}
-	tok := &customerv1.ListCustomersRequest{}
-	if err := proto.Unmarshal(b, tok); err != nil {
-		return uuid.Nil, errors.New("is not a token from this API")
-	}
-	id, err := uuid.Parse(tok.GetPageToken())
-	if err != nil {
-		return uuid.Nil, errors.New("is not a token from this API")
-	}
-	if tok.GetTag() != req.GetTag() {
-		return uuid.Nil, errors.New("was issued for other filters; repeat the first request's filters")
 	}
 	return id, nil
 }
