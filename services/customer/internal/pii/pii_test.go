@@ -39,9 +39,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	if opts == nil {
 		opts = &setupOpts{}
 	}
-	pool, err := pgdb.Open(context.Background(), pgdb.Config{URL: pgdbtest.NewDatabase(t, spec), Schema: spec.Schema})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := pgdbtest.NewPool(t, spec)
 	master, err := pii.GenerateMasterKey()
 	require.NoError(t, err)
 	b := &testBundle{pool: pool, master: master, tenant: uuid.New()}

@@ -32,7 +32,6 @@ import (
 	"github.com/rapporthq/rapport/pkg/grpcx"
 	"github.com/rapporthq/rapport/pkg/grpcx/grpcxtest"
 	"github.com/rapporthq/rapport/pkg/idem"
-	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 	"github.com/rapporthq/rapport/pkg/service"
 	"github.com/rapporthq/rapport/services/customer"
@@ -74,9 +73,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 		b.master, err = customer.GenerateMasterKey()
 		require.NoError(t, err)
 	}
-	pool, err := pgdb.Open(ctx, pgdb.Config{URL: b.dbURL, Schema: spec.Schema})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := pgdbtest.Pool(t, b.dbURL, spec.Schema)
 	b.pool = pool
 
 	logger := slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -41,9 +41,7 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	if opts == nil {
 		opts = &setupOpts{}
 	}
-	pool, err := pgdb.Open(context.Background(), pgdb.Config{URL: pgdbtest.NewDatabase(t, spec), Schema: spec.Schema})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := pgdbtest.NewPool(t, spec)
 	master, err := pii.GenerateMasterKey()
 	require.NoError(t, err)
 	sealer, err := pii.New(pool, pii.Config{MasterKey: master, BlindIndexBits: opts.bits})
@@ -302,9 +300,7 @@ func TestMigration00002(t *testing.T) {
 		return fsys
 	}
 	dev := pgdbtest.Spec{Schema: "customer", Migrations: upTo(1)}
-	pool, err := pgdb.Open(ctx, pgdb.Config{URL: pgdbtest.NewDatabase(t, dev), Schema: dev.Schema})
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := pgdbtest.NewPool(t, dev)
 	for i := range 3 {
 		_, err := pool.Exec(ctx, `INSERT INTO customers (tenant_id, id, display_name, email, phone) VALUES ($1, $2, $3, $4, '+15550000000')`,
 			uuid.New(), uuid.New(), fmt.Sprintf("Dev %d", i), fmt.Sprintf("dev%d@example.com", i))
