@@ -399,7 +399,9 @@ func TestMergeCustomers(t *testing.T) {
 // TestMergeBesidePurchases: merges racing RecordPurchase on their sources
 // never deadlock (the merge locks customers FOR NO KEY UPDATE, which the
 // purchase's foreign-key checks do not wait for), and every purchase
-// committed before a merge is with the primary afterwards.
+// committed before a merge is with the primary afterwards. A purchase that
+// comes after the merge is refused as for a merged customer, leaving
+// nothing under the source.
 func TestMergeBesidePurchases(t *testing.T) {
 	t.Parallel()
 	b := newAPI(t)
@@ -424,8 +426,18 @@ func TestMergeBesidePurchases(t *testing.T) {
 		}()
 		wg.Wait()
 		require.NoError(t, mergeErr, "round %d", round)
-		require.NoError(t, buyErr, "round %d", round)
+		during := b.count(t, `SELECT count(*) FROM purchases WHERE order_reference = $1 AND customer_id = $2`,
+			fmt.Sprintf("during-%d", round), p.GetId())
+		if buyErr == nil {
+			require.Equal(t, 1, during, "round %d: the purchase committed first and moved with the merge", round)
+		} else {
+			requireReason(t, buyErr, codes.FailedPrecondition, "CUSTOMER_MERGED")
+			require.Zero(t, b.count(t, `SELECT count(*) FROM purchases WHERE order_reference = $1`,
+				fmt.Sprintf("during-%d", round)), "round %d: the refused purchase left nothing", round)
+		}
 		require.Equal(t, 1, b.count(t, `SELECT count(*) FROM purchases WHERE order_reference = $1 AND customer_id = $2`,
 			fmt.Sprintf("before-%d", round), p.GetId()))
+		require.Zero(t, b.count(t, `SELECT count(*) FROM purchases WHERE customer_id = $1`, s.GetId()),
+			"round %d: nothing stays with the merged source", round)
 	}
 }

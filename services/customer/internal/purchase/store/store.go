@@ -99,11 +99,12 @@ func New() *Store { return &Store{q: dbgen.New()} }
 // not) and, if it was merged, into whom. key is the advisory lock key
 // (pgdb.LockKey of a name for the customer).
 func (s *Store) LockCustomer(ctx context.Context, tx pgx.Tx, key int64, tenantID, customerID uuid.UUID) (exists bool, mergedInto uuid.NullUUID, err error) {
-	row, err := s.q.PurchaseLockCustomer(ctx, tx, dbgen.PurchaseLockCustomerParams{
-		LockKey: key, TenantID: tenantID, CustomerID: customerID,
-	})
-	if err != nil {
+	if err := s.q.PurchaseLockCustomer(ctx, tx, key); err != nil {
 		return false, uuid.NullUUID{}, interpret("lock customer", err)
+	}
+	row, err := s.q.PurchaseCustomerState(ctx, tx, dbgen.PurchaseCustomerStateParams{TenantID: tenantID, CustomerID: customerID})
+	if err != nil {
+		return false, uuid.NullUUID{}, interpret("read customer", err)
 	}
 	return row.CustomerExists, row.MergedInto, nil
 }

@@ -28,6 +28,33 @@ func (q *Queries) PurchaseCustomerExists(ctx context.Context, db DBTX, arg Purch
 	return customer_exists, err
 }
 
+const purchaseCustomerState = `-- name: PurchaseCustomerState :one
+SELECT COALESCE((SELECT c.erase_time IS NULL FROM customers c
+                 WHERE c.tenant_id = $1 AND c.id = $2), false)::boolean AS customer_exists,
+       (SELECT c.merged_into FROM customers c
+        WHERE c.tenant_id = $1 AND c.id = $2) AS merged_into
+`
+
+type PurchaseCustomerStateParams struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+type PurchaseCustomerStateRow struct {
+	CustomerExists bool
+	MergedInto     uuid.NullUUID
+}
+
+// PurchaseCustomerState says, under the lock, whether the customer exists in
+// the tenant (another tenant's customer does not; an erased one no longer
+// does) and whether it was merged into another.
+func (q *Queries) PurchaseCustomerState(ctx context.Context, db DBTX, arg PurchaseCustomerStateParams) (PurchaseCustomerStateRow, error) {
+	row := db.QueryRow(ctx, purchaseCustomerState, arg.TenantID, arg.CustomerID)
+	var i PurchaseCustomerStateRow
+	err := row.Scan(&i.CustomerExists, &i.MergedInto)
+	return i, err
+}
+
 const purchaseGet = `-- name: PurchaseGet :one
 SELECT tenant_id, id, customer_id, order_reference, channel, currency_code, total_amount_minor, purchase_time, request_hash, create_time FROM purchases WHERE tenant_id = $1 AND customer_id = $2 AND id = $3
 `
@@ -274,49 +301,25 @@ func (q *Queries) PurchaseList(ctx context.Context, db DBTX, arg PurchaseListPar
 	return items, nil
 }
 
-const purchaseLockCustomer = `-- name: PurchaseLockCustomer :one
+const purchaseLockCustomer = `-- name: PurchaseLockCustomer :exec
 SELECT pg_advisory_xact_lock($1::bigint)::text AS locked,
-       set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
-       COALESCE((SELECT c.erase_time IS NULL FROM customers c
-                 WHERE c.tenant_id = $2 AND c.id = $3), false)::boolean AS customer_exists,
-       (SELECT c.merged_into FROM customers c
-        WHERE c.tenant_id = $2 AND c.id = $3) AS merged_into
+       set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode
 `
 
-type PurchaseLockCustomerParams struct {
-	LockKey    int64
-	TenantID   uuid.UUID
-	CustomerID uuid.UUID
-}
-
-type PurchaseLockCustomerRow struct {
-	Locked         string
-	PlanCacheMode  string
-	CustomerExists bool
-	MergedInto     uuid.NullUUID
-}
-
-// PurchaseLockCustomer starts RecordPurchase's work on a customer, in one
-// round trip:
+// PurchaseLockCustomer starts RecordPurchase's work on a customer:
 //   - it takes the customer's transaction-scoped advisory lock, so a
 //     customer's purchases are recorded one at a time and the segment
 //     recompute of the second sees the first (two at once would each miss
-//     the other's purchase);
+//     the other's purchase); a merge of the customer takes it too;
 //   - it makes this transaction plan every statement for its actual
 //     parameters: the recompute serves one customer here and a whole tenant
 //     on the schedule, and a generic plan cached from one would be wrong for
-//     the other;
-//   - it says whether the customer exists in the tenant (another tenant's
-//     customer does not; an erased one no longer does) and whether it was
-//     merged into another (then the purchase belongs to that one).
-func (q *Queries) PurchaseLockCustomer(ctx context.Context, db DBTX, arg PurchaseLockCustomerParams) (PurchaseLockCustomerRow, error) {
-	row := db.QueryRow(ctx, purchaseLockCustomer, arg.LockKey, arg.TenantID, arg.CustomerID)
-	var i PurchaseLockCustomerRow
-	err := row.Scan(
-		&i.Locked,
-		&i.PlanCacheMode,
-		&i.CustomerExists,
-		&i.MergedInto,
-	)
-	return i, err
+//     the other.
+//
+// The customer's state is read by the next statement (PurchaseCustomerState),
+// not this one: this statement's snapshot predates its wait for the lock, so
+// it would miss a merge that committed while it waited.
+func (q *Queries) PurchaseLockCustomer(ctx context.Context, db DBTX, lockKey int64) error {
+	_, err := db.Exec(ctx, purchaseLockCustomer, lockKey)
+	return err
 }

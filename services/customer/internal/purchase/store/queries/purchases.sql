@@ -1,20 +1,24 @@
--- PurchaseLockCustomer starts RecordPurchase's work on a customer, in one
--- round trip:
+-- PurchaseLockCustomer starts RecordPurchase's work on a customer:
 --   * it takes the customer's transaction-scoped advisory lock, so a
 --     customer's purchases are recorded one at a time and the segment
 --     recompute of the second sees the first (two at once would each miss
---     the other's purchase);
+--     the other's purchase); a merge of the customer takes it too;
 --   * it makes this transaction plan every statement for its actual
 --     parameters: the recompute serves one customer here and a whole tenant
 --     on the schedule, and a generic plan cached from one would be wrong for
---     the other;
---   * it says whether the customer exists in the tenant (another tenant's
---     customer does not; an erased one no longer does) and whether it was
---     merged into another (then the purchase belongs to that one).
--- name: PurchaseLockCustomer :one
+--     the other.
+-- The customer's state is read by the next statement (PurchaseCustomerState),
+-- not this one: this statement's snapshot predates its wait for the lock, so
+-- it would miss a merge that committed while it waited.
+-- name: PurchaseLockCustomer :exec
 SELECT pg_advisory_xact_lock(@lock_key::bigint)::text AS locked,
-       set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
-       COALESCE((SELECT c.erase_time IS NULL FROM customers c
+       set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode;
+
+-- PurchaseCustomerState says, under the lock, whether the customer exists in
+-- the tenant (another tenant's customer does not; an erased one no longer
+-- does) and whether it was merged into another.
+-- name: PurchaseCustomerState :one
+SELECT COALESCE((SELECT c.erase_time IS NULL FROM customers c
                  WHERE c.tenant_id = @tenant_id AND c.id = @customer_id), false)::boolean AS customer_exists,
        (SELECT c.merged_into FROM customers c
         WHERE c.tenant_id = @tenant_id AND c.id = @customer_id) AS merged_into;
