@@ -2,7 +2,6 @@ package care
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +11,8 @@ import (
 
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/outbox"
-	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/services/customer/internal/care/store"
+	"github.com/rapporthq/rapport/services/customer/internal/schedule"
 )
 
 // maxFollowUpDays bounds follow-up settings; resolved tickets older than
@@ -31,18 +30,10 @@ func (s *Server) Run(ctx context.Context, every time.Duration) error {
 	if every <= 0 {
 		return fmt.Errorf("care: scheduler interval must be positive, got %s", every)
 	}
-	for {
-		if _, err := s.RunDue(ctx, every); err != nil && ctx.Err() == nil {
-			s.logger().ErrorContext(ctx, "care round failed", "error", err.Error())
-		}
-		timer := time.NewTimer(s.untilNextDue(ctx, every))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-timer.C:
-		}
-	}
+	schedule.Loop(ctx, every, s.RunDue, func(ctx context.Context) (time.Time, bool, error) {
+		return s.store.NextDue(ctx, s.pool)
+	}, s.now, s.logger(), "care")
+	return nil
 }
 
 // RunDue runs one pass of the schedule at the clock's now: each tenant
@@ -61,43 +52,20 @@ func (s *Server) RunDue(ctx context.Context, every time.Duration) (int, error) {
 	if _, _, err := s.timeZones(ctx); err != nil {
 		return 0, err
 	}
-	var (
-		rounds int
-		errs   []error
-	)
-	for {
-		var (
-			tenant  uuid.UUID
-			claimed bool
-		)
-		now := s.now().UTC()
-		err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-			var err error
-			tenant, claimed, err = s.store.ClaimDue(ctx, tx, now, s.roundTimeout())
-			if err != nil || !claimed {
-				return err
-			}
+	return schedule.Pass(ctx, s.pool, s.now, every, schedule.Round{
+		Claim: func(ctx context.Context, tx pgx.Tx, now time.Time) (uuid.UUID, bool, error) {
+			return s.store.ClaimDue(ctx, tx, now, s.roundTimeout())
+		},
+		Run: func(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, now, next time.Time) error {
 			if _, err := s.round(ctx, tx, tenant, now); err != nil {
 				return fmt.Errorf("care round of tenant %s: %w", tenant, err)
 			}
-			return s.store.FinishRound(ctx, tx, tenant, now, now.Add(every))
-		})
-		switch {
-		case err == nil && !claimed:
-			return rounds, errors.Join(errs...)
-		case err == nil:
-			rounds++
-		case ctx.Err() != nil || !claimed:
-			return rounds, errors.Join(append(errs, err)...)
-		default:
-			// This tenant failed and its claim rolled back: put it behind
-			// the others so one bad tenant cannot starve the rest.
-			errs = append(errs, err)
-			if perr := s.store.Postpone(ctx, s.pool, tenant, now.Add(min(every, time.Minute))); perr != nil {
-				return rounds, errors.Join(append(errs, perr)...)
-			}
-		}
-	}
+			return s.store.FinishRound(ctx, tx, tenant, now, next)
+		},
+		Postpone: func(ctx context.Context, tenant uuid.UUID, next time.Time) error {
+			return s.store.Postpone(ctx, s.pool, tenant, next)
+		},
+	})
 }
 
 // round records the tenant's due occasions at now, kind by kind, and writes
@@ -195,19 +163,6 @@ func careDue(o store.Occasion) outbox.Event {
 		AggregateType: aggregateOccasion, AggregateID: o.ID.String(), AggregateVersion: 1,
 		Payload: ev, OccurredAt: o.CreateTime,
 	}
-}
-
-// untilNextDue is how long Run sleeps: until the earliest due round, at
-// least a second (a round another replica is running must not make this
-// one spin) and at most a minute (a tenant joins the schedule due at
-// once), both capped by every.
-func (s *Server) untilNextDue(ctx context.Context, every time.Duration) time.Duration {
-	lo, hi := min(every, time.Second), min(every, time.Minute)
-	next, ok, err := s.store.NextDue(ctx, s.pool)
-	if err != nil || !ok {
-		return hi
-	}
-	return max(lo, min(hi, next.Sub(s.now())))
 }
 
 func utcDate(t time.Time) time.Time {

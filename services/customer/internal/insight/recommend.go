@@ -2,7 +2,6 @@ package insight
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -13,9 +12,9 @@ import (
 	"github.com/rapporthq/rapport/pkg/authn"
 	customerv1 "github.com/rapporthq/rapport/pkg/gen/rapport/customer/v1"
 	"github.com/rapporthq/rapport/pkg/idem"
-	"github.com/rapporthq/rapport/pkg/pgdb"
 	"github.com/rapporthq/rapport/services/customer/internal/insight/store"
 	"github.com/rapporthq/rapport/services/customer/internal/lifecycle"
+	"github.com/rapporthq/rapport/services/customer/internal/schedule"
 )
 
 func (a *insightAPI) ListRecommendations(ctx context.Context, req *customerv1.ListRecommendationsRequest) (*customerv1.ListRecommendationsResponse, error) {
@@ -129,18 +128,10 @@ func (s *Server) RunRefresh(ctx context.Context, every time.Duration) error {
 	if every <= 0 {
 		return fmt.Errorf("insight: recommendation refresh interval must be positive, got %s", every)
 	}
-	for {
-		if _, err := s.RefreshDue(ctx, every); err != nil && ctx.Err() == nil {
-			s.logger().ErrorContext(ctx, "recommendation refresh round failed", "error", err.Error())
-		}
-		timer := time.NewTimer(s.untilNextDue(ctx, every))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-timer.C:
-		}
-	}
+	schedule.Loop(ctx, every, s.RefreshDue, func(ctx context.Context) (time.Time, bool, error) {
+		return s.store.NextDue(ctx, s.pool)
+	}, s.now, s.logger(), "recommendation refresh")
+	return nil
 }
 
 // RefreshDue runs one pass of the schedule: it enrols tenants with
@@ -154,54 +145,19 @@ func (s *Server) RefreshDue(ctx context.Context, every time.Duration) (int, erro
 	if _, err := s.store.Enrol(ctx, s.pool, s.now().UTC()); err != nil {
 		return 0, err
 	}
-	var (
-		rounds int
-		errs   []error
-	)
-	for {
-		var (
-			tenant  uuid.UUID
-			claimed bool
-		)
-		now := s.now().UTC()
-		err := pgdb.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-			var err error
-			tenant, claimed, err = s.store.ClaimDue(ctx, tx, now, s.refreshTimeout())
-			if err != nil || !claimed {
-				return err
-			}
+	return schedule.Pass(ctx, s.pool, s.now, every, schedule.Round{
+		Claim: func(ctx context.Context, tx pgx.Tx, now time.Time) (uuid.UUID, bool, error) {
+			return s.store.ClaimDue(ctx, tx, now, s.refreshTimeout())
+		},
+		Run: func(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, now, next time.Time) error {
 			r, err := s.refresh(ctx, tx, tenant, now)
 			if err != nil {
 				return fmt.Errorf("refresh tenant %s: %w", tenant, err)
 			}
-			return s.store.FinishRound(ctx, tx, tenant, now, now.Add(every), r)
-		})
-		switch {
-		case err == nil && !claimed:
-			return rounds, errors.Join(errs...)
-		case err == nil:
-			rounds++
-		case ctx.Err() != nil || !claimed:
-			return rounds, errors.Join(append(errs, err)...)
-		default:
-			// This tenant failed and its claim rolled back: put it behind
-			// the others so one bad tenant cannot starve the rest.
-			errs = append(errs, err)
-			if perr := s.store.Postpone(ctx, s.pool, tenant, now.Add(min(every, time.Minute))); perr != nil {
-				return rounds, errors.Join(append(errs, perr)...)
-			}
-		}
-	}
-}
-
-// untilNextDue is how long RunRefresh sleeps: until the earliest due round,
-// at least a second and at most a minute (new tenants are enrolled each
-// pass), both capped by every.
-func (s *Server) untilNextDue(ctx context.Context, every time.Duration) time.Duration {
-	lo, hi := min(every, time.Second), min(every, time.Minute)
-	next, ok, err := s.store.NextDue(ctx, s.pool)
-	if err != nil || !ok {
-		return hi
-	}
-	return max(lo, min(hi, next.Sub(s.now())))
+			return s.store.FinishRound(ctx, tx, tenant, now, next, r)
+		},
+		Postpone: func(ctx context.Context, tenant uuid.UUID, next time.Time) error {
+			return s.store.Postpone(ctx, s.pool, tenant, next)
+		},
+	})
 }
