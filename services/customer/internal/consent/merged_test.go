@@ -2,6 +2,7 @@ package consent_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -94,4 +95,35 @@ func requireMerged(t *testing.T, err error, primary string) {
 			require.Equal(t, primary, ei.GetMetadata()["merged_into"])
 		}
 	}
+}
+
+// TestConsentChangeWaitingOnAMerge: a consent change that waits for the
+// customer's lock while a merge holds it sees the merge once it commits,
+// and is refused, rather than recording a decision for the merged customer.
+func TestConsentChangeWaitingOnAMerge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	primary, source := b.customer(t, b.tenant, "Europe/Berlin"), b.customer(t, b.tenant, "Europe/Berlin")
+	b.grant(t, source, sms, service) // the source has its settings row
+	before := b.count(t, `SELECT count(*) FROM consent_events WHERE tenant_id = $1`, b.tenant)
+
+	merge, err := b.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = merge.Rollback(ctx) }()
+	_, err = merge.Exec(ctx, `SELECT 1 FROM contact_settings WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE`, b.tenant, source)
+	require.NoError(t, err)
+	_, err = merge.Exec(ctx, `UPDATE customers SET merged_into = $2, merge_time = now() WHERE tenant_id = $1 AND id = $3`,
+		b.tenant, primary, source)
+	require.NoError(t, err)
+	changed := make(chan error, 1)
+	go func() {
+		_, err := b.client.SetConsent(b.as(t, "agent"), &customerv1.SetConsentRequest{CustomerId: source,
+			Channel: sms, Purpose: service, State: stateWithdrawn, LegalBasis: basisConsent, Source: "web-form"})
+		changed <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the change waits on the merge's lock
+	require.NoError(t, merge.Commit(ctx))
+	requireMerged(t, <-changed, primary)
+	require.Equal(t, before, b.count(t, `SELECT count(*) FROM consent_events WHERE tenant_id = $1`, b.tenant))
 }

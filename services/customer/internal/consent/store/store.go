@@ -73,9 +73,13 @@ func (s *Store) LockSettings(ctx context.Context, db DB, tenantID, customerID uu
 	if err != nil {
 		return Settings{}, interpret("lock contact settings", err)
 	}
-	out := settings(customerID, row.TimeZone, row.ConsentVersion, row.QuietStartMinute, row.QuietEndMinute,
+	c, err := s.q.ContactSettingsCustomer(ctx, db, dbgen.ContactSettingsCustomerParams{TenantID: tenantID, CustomerID: customerID})
+	if err != nil {
+		return Settings{}, interpret("read customer", err)
+	}
+	out := settings(customerID, c.TimeZone, row.ConsentVersion, row.QuietStartMinute, row.QuietEndMinute,
 		row.PreferredChannels, row.PreferencesUpdateTime)
-	out.Erased, out.MergedInto = row.Erased, row.MergedInto
+	out.Erased, out.MergedInto = c.Erased, c.MergedInto
 	return out, nil
 }
 

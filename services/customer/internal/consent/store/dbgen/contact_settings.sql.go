@@ -54,6 +54,34 @@ func (q *Queries) ContactSettingsCreate(ctx context.Context, db DBTX, arg Contac
 	return result.RowsAffected(), nil
 }
 
+const contactSettingsCustomer = `-- name: ContactSettingsCustomer :one
+SELECT c.time_zone, (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
+FROM customers c
+WHERE c.tenant_id = $1 AND c.id = $2
+`
+
+type ContactSettingsCustomerParams struct {
+	TenantID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+type ContactSettingsCustomerRow struct {
+	TimeZone   string
+	Erased     bool
+	MergedInto uuid.NullUUID
+}
+
+// The customer's side of the settings, read after ContactSettingsLock in a
+// statement of its own: when the lock had to wait (for a merge or an
+// erasure holding it), the lock statement's join still shows the
+// customer row from before the wait.
+func (q *Queries) ContactSettingsCustomer(ctx context.Context, db DBTX, arg ContactSettingsCustomerParams) (ContactSettingsCustomerRow, error) {
+	row := db.QueryRow(ctx, contactSettingsCustomer, arg.TenantID, arg.CustomerID)
+	var i ContactSettingsCustomerRow
+	err := row.Scan(&i.TimeZone, &i.Erased, &i.MergedInto)
+	return i, err
+}
+
 const contactSettingsGet = `-- name: ContactSettingsGet :one
 SELECT c.time_zone, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
        s.preferred_channels, s.preferences_update_time, (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
@@ -98,10 +126,8 @@ func (q *Queries) ContactSettingsGet(ctx context.Context, db DBTX, arg ContactSe
 
 const contactSettingsLock = `-- name: ContactSettingsLock :one
 SELECT s.tenant_id, s.customer_id, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
-       s.preferred_channels, s.preferences_update_time, c.time_zone,
-       (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
+       s.preferred_channels, s.preferences_update_time
 FROM contact_settings s
-JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id
 WHERE s.tenant_id = $1 AND s.customer_id = $2
 FOR UPDATE OF s
 `
@@ -119,13 +145,11 @@ type ContactSettingsLockRow struct {
 	QuietEndMinute        pgtype.Int2
 	PreferredChannels     []string
 	PreferencesUpdateTime pgtype.Timestamptz
-	TimeZone              string
-	Erased                bool
-	MergedInto            uuid.NullUUID
 }
 
 // The per-customer lock: every consent change and every recorded touch of
-// the customer takes it first. Also reads the customer's time zone.
+// the customer takes it first (the customer's side follows, in
+// ContactSettingsCustomer).
 func (q *Queries) ContactSettingsLock(ctx context.Context, db DBTX, arg ContactSettingsLockParams) (ContactSettingsLockRow, error) {
 	row := db.QueryRow(ctx, contactSettingsLock, arg.TenantID, arg.CustomerID)
 	var i ContactSettingsLockRow
@@ -137,9 +161,6 @@ func (q *Queries) ContactSettingsLock(ctx context.Context, db DBTX, arg ContactS
 		&i.QuietEndMinute,
 		&i.PreferredChannels,
 		&i.PreferencesUpdateTime,
-		&i.TimeZone,
-		&i.Erased,
-		&i.MergedInto,
 	)
 	return i, err
 }

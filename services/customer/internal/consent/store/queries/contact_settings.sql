@@ -1,13 +1,21 @@
 -- name: ContactSettingsLock :one
 -- The per-customer lock: every consent change and every recorded touch of
--- the customer takes it first. Also reads the customer's time zone.
+-- the customer takes it first (the customer's side follows, in
+-- ContactSettingsCustomer).
 SELECT s.tenant_id, s.customer_id, s.consent_version, s.quiet_start_minute, s.quiet_end_minute,
-       s.preferred_channels, s.preferences_update_time, c.time_zone,
-       (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
+       s.preferred_channels, s.preferences_update_time
 FROM contact_settings s
-JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id
 WHERE s.tenant_id = @tenant_id AND s.customer_id = @customer_id
 FOR UPDATE OF s;
+
+-- name: ContactSettingsCustomer :one
+-- The customer's side of the settings, read after ContactSettingsLock in a
+-- statement of its own: when the lock had to wait (for a merge or an
+-- erasure holding it), the lock statement's join still shows the
+-- customer row from before the wait.
+SELECT c.time_zone, (c.erase_time IS NOT NULL)::boolean AS erased, c.merged_into
+FROM customers c
+WHERE c.tenant_id = @tenant_id AND c.id = @customer_id;
 
 -- name: ContactSettingsCreate :execrows
 -- Creates the settings row of an existing customer; no row for an unknown one.
