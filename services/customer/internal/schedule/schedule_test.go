@@ -8,24 +8,35 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rapporthq/rapport/pkg/pgdb/pgdbtest"
 )
 
 // The packages' own tests run Pass against Postgres with rounds that
 // succeed; these cover what they cannot make happen: a failing round, claim
-// or postponement.
+// or postponement. Rounds run in real transactions: each writes its tenant
+// to the table rounds, so what a failed round wrote is seen to roll back.
 
-type fakeTx struct {
-	pgx.Tx
-	committed *int
+// newDB returns a pool on a fresh database with the table rounds.
+func newDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool := pgdbtest.Pool(t, pgdbtest.NewDatabase(t), "schedtest")
+	_, err := pool.Exec(context.Background(), `CREATE SCHEMA schedtest; CREATE TABLE schedtest.rounds (tenant uuid PRIMARY KEY)`)
+	require.NoError(t, err)
+	return pool
 }
 
-func (t fakeTx) Commit(context.Context) error   { *t.committed++; return nil }
-func (t fakeTx) Rollback(context.Context) error { return nil }
-
-type fakeDB struct{ committed int }
-
-func (d *fakeDB) Begin(context.Context) (pgx.Tx, error) { return fakeTx{committed: &d.committed}, nil }
+// committed returns the tenants whose rounds committed.
+func committed(t *testing.T, pool *pgxpool.Pool) []uuid.UUID {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT tenant FROM rounds`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	require.NoError(t, err)
+	return out
+}
 
 type postponed struct {
 	tenant uuid.UUID
@@ -54,10 +65,12 @@ func (f *fake) round(every time.Duration, t *testing.T, now time.Time) Round {
 			f.due = f.due[1:]
 			return tenant, true, nil
 		},
-		Run: func(_ context.Context, _ pgx.Tx, tenant uuid.UUID, at, next time.Time) error {
+		Run: func(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, at, next time.Time) error {
 			require.Equal(t, now, at)
 			require.Equal(t, now.Add(every), next)
 			f.ran = append(f.ran, tenant)
+			_, err := tx.Exec(ctx, `INSERT INTO rounds (tenant) VALUES ($1)`, tenant)
+			require.NoError(t, err)
 			return f.fail[tenant]
 		},
 		Postpone: func(_ context.Context, tenant uuid.UUID, next time.Time) error {
@@ -75,14 +88,14 @@ func TestPass(t *testing.T) {
 
 	t.Run("FailingRoundsArePostponedAndThePassGoesOn", func(t *testing.T) {
 		for _, every := range []time.Duration{time.Hour, 10 * time.Second} {
-			db := &fakeDB{}
+			db := newDB(t)
 			f := &fake{due: []uuid.UUID{a, b, c}, fail: map[uuid.UUID]error{a: errA, c: errC}}
 			n, err := Pass(context.Background(), db, clock, every, f.round(every, t, now))
 			require.Equal(t, 1, n)
 			require.ErrorIs(t, err, errA)
 			require.ErrorIs(t, err, errC)
 			require.Equal(t, []uuid.UUID{a, b, c}, f.ran)
-			require.Equal(t, 2, db.committed, "b's round and the last, empty claim commit; a's and c's roll back")
+			require.Equal(t, []uuid.UUID{b}, committed(t, db), "b's round commits; a's and c's roll back")
 			wait := min(every, time.Minute)
 			require.Equal(t, []postponed{{a, now.Add(wait)}, {c, now.Add(wait)}}, f.postponed)
 		}
@@ -91,7 +104,7 @@ func TestPass(t *testing.T) {
 	t.Run("AFailedClaimEndsThePass", func(t *testing.T) {
 		errClaim := errors.New("claim failed")
 		f := &fake{due: []uuid.UUID{a, b}, fail: map[uuid.UUID]error{a: errA}, claimErr: errClaim}
-		n, err := Pass(context.Background(), &fakeDB{}, clock, time.Hour, f.round(time.Hour, t, now))
+		n, err := Pass(context.Background(), newDB(t), clock, time.Hour, f.round(time.Hour, t, now))
 		require.Equal(t, 1, n)
 		require.ErrorIs(t, err, errA)
 		require.ErrorIs(t, err, errClaim)
@@ -101,7 +114,7 @@ func TestPass(t *testing.T) {
 	t.Run("AFailedPostponementEndsThePass", func(t *testing.T) {
 		errPost := errors.New("postpone failed")
 		f := &fake{due: []uuid.UUID{a, b}, fail: map[uuid.UUID]error{a: errA}, postErr: errPost}
-		n, err := Pass(context.Background(), &fakeDB{}, clock, time.Hour, f.round(time.Hour, t, now))
+		n, err := Pass(context.Background(), newDB(t), clock, time.Hour, f.round(time.Hour, t, now))
 		require.Zero(t, n)
 		require.ErrorIs(t, err, errA)
 		require.ErrorIs(t, err, errPost)
